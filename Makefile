@@ -1,0 +1,59 @@
+# Two commands do all set-up:  `make lab` (open the course)  and  `make test` (run every check).
+# Both create .venv on first use and refresh it when pyproject.toml changes.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+# Which PyTorch wheel to install first (see README, "Choosing a PyTorch build").
+# Linux laptop without a GPU:  make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_ARGS  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+LAB_PORT    ?= 8888
+PYTEST      := $(PY) -m pytest
+
+.PHONY: lab test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_ARGS)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+lab: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=. --port=$(LAB_PORT) notebooks/00_setup_and_tour.ipynb
+
+## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
+test: venv e2e-deps
+	$(PYTEST) tests
+	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+
+test-unit: venv
+	$(PYTEST) tests -m "not e2e"
+
+test-notebooks: venv
+	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+
+test-e2e: venv e2e-deps
+	$(PYTEST) tests -m e2e
+
+## Debian's chromium (Playwright's own browser download does not work offline).
+e2e-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium; the e2e test will be skipped"; }
+
+## Regenerate the student notebooks from solutions/ (the single source of truth).
+exercises: venv
+	$(PY) -m prunekit.grade.generate solutions exercises
+
+bench: venv
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_prune.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
