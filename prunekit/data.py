@@ -177,16 +177,25 @@ class Loaders:
     spec: DatasetSpec
 
 
+def _apportion(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over classes in proportion to ``counts``, summing to exactly ``total``
+    (largest remainder: round down, then give the leftovers to the largest fractions)."""
+    share = counts * total / counts.sum()
+    k = np.floor(share).astype(int)
+    k[np.argsort(-(share - k), kind="stable")[:total - k.sum()]] += 1
+    return k
+
+
 def _stratified_indices(labels: np.ndarray, n_val: int, n_test: int, seed: int):
     """Shuffle each class with ``seed`` and deal it into test, val, train in proportion, so
-    every split has (almost exactly) the class balance of the whole set."""
+    every split has (almost exactly) the class balance of the whole set and exactly
+    ``n_test`` / ``n_val`` images."""
     rng = np.random.default_rng(seed)
-    n = len(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    k_tests, k_vals = _apportion(counts, n_test), _apportion(counts, n_val)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for cls in np.unique(labels):
+    for cls, k_test, k_val in zip(classes, k_tests, k_vals):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        k_test = int(round(len(idx) * n_test / n))
-        k_val = int(round(len(idx) * n_val / n))
         parts["test"].append(idx[:k_test])
         parts["val"].append(idx[k_test:k_test + k_val])
         parts["train"].append(idx[k_test + k_val:])

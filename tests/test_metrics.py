@@ -1,0 +1,91 @@
+"""Metrics: exact MAC and byte counts against hand computation; latency and summary behaviour."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from prunekit import metrics
+from prunekit.models import vgg_small
+from prunekit.train import evaluate
+
+
+def test_count_macs_two_layer_model_by_hand():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10 * 10, 5))
+    x = torch.zeros(2, 3, 10, 10)
+    conv = 8 * 10 * 10 * (3 * 3 * 3)  # every output value: one 3x3x3 dot product
+    linear = 800 * 5
+    assert metrics.count_macs(model, x) == 2 * (conv + linear)  # batch of 2 counts twice
+
+
+def test_count_macs_small_vgg_by_hand():
+    # widths 32-64-128-128, 3x3 'same' convs, 2x2 max-pool after blocks 2 and 3, on 28x28
+    layers = [(1, 32, 28), (32, 64, 28), (64, 128, 14), (128, 128, 7)]  # (in, out, spatial size)
+    convs = sum(9 * cin * cout * size * size for cin, cout, size in layers)
+    classifier = 128 * 10
+    assert metrics.count_macs(vgg_small(), torch.zeros(1, 1, 28, 28)) == convs + classifier == 36_352_512 + 1_280
+
+
+def test_count_macs_restores_training_mode():
+    model = vgg_small().train()
+    metrics.count_macs(model, torch.zeros(1, 1, 8, 8))
+    assert model.training
+
+
+def test_count_params_excludes_buffers_and_can_skip_frozen():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    assert metrics.count_params(model) == 4 * 3 + 3 + 2 * 3
+    model[0].weight.requires_grad_(False)
+    assert metrics.count_params(model, trainable_only=True) == 3 + 2 * 3
+
+
+def test_model_size_bytes_is_the_state_dict_size():
+    model = vgg_small()
+    expected = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert metrics.model_size_bytes(model) == expected
+    assert metrics.model_size_bytes(model.half()) < expected // 2 + 100  # fp16 halves the floats
+
+
+def test_model_size_counts_shared_weights_once():
+    shared = nn.Linear(10, 10, bias=False)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    assert metrics.model_size_bytes(model) == 10 * 10 * 4
+
+
+def test_measure_latency_reports_its_setting_and_restores_threads():
+    model = vgg_small().train()
+    before = torch.get_num_threads()
+    lat = metrics.measure_latency(model, torch.zeros(3, 1, 8, 8), threads=1, repeats=5, warmup=1)
+    assert (lat.threads, lat.batch, lat.repeats) == (1, 3, 5)
+    assert lat.median_ms > 0 and lat.iqr_ms >= 0
+    assert torch.get_num_threads() == before and model.training
+    assert "batch 3, 1 thread" in str(lat)
+
+
+def test_measure_latency_rejects_nonsense():
+    import pytest
+
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        metrics.measure_latency(vgg_small(), torch.zeros(1, 1, 8, 8), repeats=0)
+
+
+def test_summary_collects_exact_counts_and_accuracy():
+    torch.manual_seed(0)
+    model = vgg_small().eval()
+    x = torch.zeros(1, 1, 8, 8)
+    loader = DataLoader(TensorDataset(torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,))), batch_size=8)
+    s = metrics.summary(model, x, loader=loader, latency=False)
+    ev = evaluate(model, loader)
+    assert (s.params, s.macs, s.size_bytes) == (metrics.count_params(model), metrics.count_macs(model, x),
+                                               metrics.model_size_bytes(model))
+    assert (s.accuracy, s.correct, s.total) == (ev.accuracy, ev.correct, 20)
+    assert s.latency is None
+    assert list(s.as_dict()) == ["params", "MACs", "size", "accuracy"]
+    assert f"{s.params:,}" in str(s) and "<table>" in s._repr_html_()
+
+
+def test_summary_with_latency():
+    s = metrics.summary(vgg_small(), torch.zeros(1, 1, 8, 8))
+    assert s.latency is not None and s.accuracy is None
+    assert list(s.as_dict()) == ["params", "MACs", "size", "latency"]

@@ -1,0 +1,111 @@
+"""Zoo: shipped checkpoints load safely, match their manifest exactly, and refuse corruption."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit import data, zoo
+from prunekit.train import evaluate
+
+SHIPPED = ["mobilenetv2_small", "resnet8", "vgg_small", "vgg_small_slim"]
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return data.make_loaders("mnist", seed=0).test
+
+
+def test_every_recipe_is_shipped():
+    assert zoo.list_pretrained() == sorted(zoo.RECIPES) == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_checkpoint_reproduces_its_manifest_exactly(name, mnist_test):
+    info = zoo.pretrained_info(name)
+    path = zoo.CHECKPOINT_DIR / info["file"]
+    assert path.stat().st_size == info["size_bytes"] <= 1.5e6
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    model = zoo.load_pretrained(name)
+    assert not model.training
+    result = evaluate(model, mnist_test)
+    assert (result.correct, result.total) == (info["test_correct"], info["test_total"])
+    assert result.accuracy == info["test_accuracy"]
+
+
+def test_manifest_records_the_recipe():
+    for name, recipe in zoo.RECIPES.items():
+        info = zoo.pretrained_info(name)
+        for field in ("architecture", "dataset", "epochs", "seed", "lr", "batch_size", "weight_decay", "slim_lambda"):
+            assert info[field] == getattr(recipe, field), (name, field)
+        assert len(info["sha256"]) == 64
+
+
+def test_slim_checkpoint_is_sparse_and_plain_one_is_not():
+    def small_gamma_fraction(model: nn.Module) -> float:
+        g = torch.cat([m.weight.detach().abs() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+        return float((g < 0.01).float().mean())
+
+    assert small_gamma_fraction(zoo.load_pretrained("vgg_small")) < 0.05
+    assert small_gamma_fraction(zoo.load_pretrained("vgg_small_slim")) > 0.6
+
+
+@pytest.fixture()
+def copied(tmp_path):
+    for f in zoo.CHECKPOINT_DIR.iterdir():
+        if f.suffix in {".pt", ".json"}:
+            shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def test_corrupted_checkpoint_is_refused_with_a_way_out(copied):
+    path = copied / "vgg_small.pt"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside the weights
+    path.write_bytes(bytes(raw))
+    with pytest.raises(zoo.CorruptCheckpointError) as err:
+        zoo.load_pretrained("vgg_small", folder=copied)
+    msg = str(err.value)
+    assert str(path) in msg and "corrupt" in msg
+    assert "git checkout" in msg and "python -m prunekit.zoo train vgg_small" in msg
+    zoo.load_pretrained("resnet8", folder=copied)  # the others are unaffected
+
+
+def test_missing_checkpoint_file_is_named(copied):
+    (copied / "resnet8.pt").unlink()
+    with pytest.raises(zoo.CorruptCheckpointError, match="resnet8.pt is missing.*git checkout"):
+        zoo.load_pretrained("resnet8", folder=copied)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(ValueError, match="no pretrained model 'vgg16'.*vgg_small"):
+        zoo.load_pretrained("vgg16")
+
+
+def test_cli_list_shows_every_checkpoint(capsys):
+    assert zoo.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in SHIPPED:
+        info = zoo.pretrained_info(name)
+        assert name in out and f"{info['test_correct']}/{info['test_total']}" in out
+
+
+def test_cli_train_is_bitwise_reproducible(tmp_path, monkeypatch, capsys):
+    # the real recipes take a minute each; a one-epoch digits recipe exercises the same path
+    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg_small", dataset="digits", epochs=1))
+    threads = torch.get_num_threads()
+    for out in ("a", "b"):
+        assert zoo.main(["train", "tiny", "--out", str(tmp_path / out), "--no-progress"]) == 0
+    assert torch.get_num_threads() == threads  # training ran on 1 thread, then restored
+    assert "tiny: test accuracy" in capsys.readouterr().out
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text())["tiny"] for d in "ab")
+    assert a["sha256"] == b["sha256"]
+    assert (tmp_path / "a" / "tiny.pt").read_bytes() == (tmp_path / "b" / "tiny.pt").read_bytes()
+    model = zoo.load_pretrained("tiny", folder=tmp_path / "a")
+    result = evaluate(model, data.make_loaders("digits", seed=0).test)
+    assert result.correct == a["test_correct"] and result.total == 360
