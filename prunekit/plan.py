@@ -1,0 +1,217 @@
+"""Which channels go? Turning scores into a plan -- and a plan into a pruned model.
+
+Two ways to decide how many channels each group loses:
+
+* **local** -- every group loses ``floor(ratio * n)`` of its ``n`` channels (or the ratio
+  given for one of its layers in ``ratios``). ``floor``, so ``ratio=0`` removes nothing: the
+  seed outline's ``max(num_prune, 1)`` removed a channel even at ratio 0.
+* **global** -- all channels of all groups are ranked together by *normalised* score (see
+  :func:`prunekit.importance.normalise`) and the lowest ``floor(ratio * N)`` go, where ``N``
+  counts the channels of the groups taking part. A group never loses more than
+  ``max_ratio`` of its channels. If the caps make the request impossible we raise: a
+  library that silently prunes less than you asked for misleads every plot after it.
+
+Constraints every count obeys: at least one channel per group (per block) survives; a group
+with ``blocks`` equal blocks (a grouped conv's outputs) loses the same number in each block;
+with ``round_to = r`` the surviving count is a multiple of ``r`` (hardware likes multiples
+of 8), so counts are rounded towards removing *less*, and a global plan then tops up with
+the cheapest whole steps until the requested total is reached.
+
+Inside a group the lowest-scoring channels go first (ties: lower index first, so plans are
+deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import PruningError
+from .graph import ChannelGraph, Group
+from .importance import normalise
+from .metrics import count_params
+from .surgery import mask as mask_model
+from .surgery import pruned_modules, removed_outputs, replace_modules
+
+__all__ = ["Plan", "PruneResult", "GroupList", "allowed_removals", "select_lowest",
+           "local_counts", "global_counts"]
+
+EPS = 1e-9   # floor(0.29 * 100) must be 29, not 28.999999999999996 -> 28
+
+
+# ----------------------------------------------------------------------------------------------
+# How many channels each group loses
+# ----------------------------------------------------------------------------------------------
+
+def allowed_removals(n: int, blocks: int, round_to: int, cap: int) -> list[int]:
+    """Every removal count ``k <= cap`` a group of ``n`` channels allows: ``k`` a multiple of
+    ``blocks``, at least one channel left per block, ``n - k`` a multiple of ``round_to``."""
+    cap = min(cap, n - blocks)
+    return [k for k in range(0, cap + 1, blocks) if k == 0 or (n - k) % round_to == 0]
+
+
+def _cap(group: Group, max_ratio: float) -> int:
+    return math.floor(max_ratio * group.size + EPS)
+
+
+def local_counts(groups: list[Group], ratios: dict[int, float], max_ratio: float,
+                 round_to: int) -> dict[int, int]:
+    """Per group: the largest allowed removal count not above ``floor(ratio * n)``."""
+    counts = {}
+    for g in groups:
+        r = ratios[g.index]
+        if r > max_ratio + EPS:
+            raise PruningError(f"ratio {r} for group '{g.name}' exceeds max_ratio={max_ratio}; "
+                               "lower the ratio or raise max_ratio")
+        wanted = math.floor(r * g.size + EPS)
+        counts[g.index] = max(k for k in allowed_removals(g.size, g.blocks, round_to, wanted))
+    return counts
+
+
+def global_counts(groups: list[Group], scores: dict[int, Tensor], ratio: float,
+                  max_ratio: float, round_to: int) -> dict[int, int]:
+    """Rank every channel of ``groups`` together by normalised score; remove the lowest
+    ``floor(ratio * N)``, at most ``max_ratio`` of any group. Raises if that is impossible."""
+    if not groups:
+        return {}
+    total = sum(g.size for g in groups)
+    target = math.floor(ratio * total + EPS)
+    caps = {g.index: max(allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio)))
+            for g in groups}
+    if sum(caps.values()) < target:
+        raise PruningError(
+            f"global ratio {ratio} asks for {target} of {total} channels, but max_ratio="
+            f"{max_ratio} (with round_to={round_to}) lets at most {sum(caps.values())} go; "
+            "raise max_ratio or lower the ratio")
+    ranked = {g.index: torch.sort(normalise(scores[g.index]), stable=True).values for g in groups}
+    # Within a group the lowest scores go first, so a cap is a prefix: rank the prefixes only.
+    pool = torch.cat([ranked[i][:c] for i, c in caps.items()])
+    owner = torch.cat([torch.full((c,), i) for i, c in caps.items()])
+    chosen = owner[torch.sort(pool, stable=True).indices[:target]]
+    counts = {g.index: int((chosen == g.index).sum()) for g in groups}
+    return _snap_and_top_up(groups, counts, ranked, target, round_to, max_ratio)
+
+
+def _snap_and_top_up(groups: list[Group], counts: dict[int, int], ranked: dict[int, Tensor],
+                     target: int, round_to: int, max_ratio: float) -> dict[int, int]:
+    """Round each count down to an allowed one, then add the cheapest allowed steps (lowest
+    mean normalised score) until the target is met (exact when round_to == blocks == 1)."""
+    allowed = {g.index: allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio))
+               for g in groups}
+    counts = {i: max(k for k in allowed[i] if k <= c) for i, c in counts.items()}
+    while sum(counts.values()) < target:
+        options = []
+        for i, c in counts.items():
+            bigger = [k for k in allowed[i] if k > c]
+            if bigger:
+                options.append((float(ranked[i][c:bigger[0]].mean()), i, bigger[0]))
+        if not options:   # cannot happen: the caps were checked before ranking
+            raise PruningError("global ranking could not reach the requested ratio")
+        _, i, k = min(options)
+        counts[i] = k
+    return counts
+
+
+def select_lowest(scores: Tensor, k: int, blocks: int = 1) -> Tensor:
+    """Sorted indices of the ``k`` lowest scores; with ``blocks`` > 1, ``k / blocks`` from each
+    of the equal consecutive blocks (a grouped conv's groups)."""
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    if blocks == 1:
+        return torch.sort(torch.sort(scores, stable=True).indices[:k]).values
+    per_block = scores.reshape(blocks, -1)
+    width = per_block.shape[1]
+    picked = torch.sort(per_block, dim=1, stable=True).indices[:, : k // blocks]
+    return torch.sort((picked + torch.arange(blocks)[:, None] * width).flatten()).values
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan and its result
+# ----------------------------------------------------------------------------------------------
+
+class GroupList(list):
+    """The coupled groups of a model; ``print()`` shows every group and its layers."""
+
+    def __str__(self) -> str:
+        return "\n".join(str(g) for g in self)
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prunekit.prune` returns.
+
+    ``model``: the pruned model (a plain ``nn.Module``); ``removed``: ``{layer name: sorted
+    removed output-channel indices}`` for every Conv / BatchNorm / Linear that lost any;
+    ``groups``: the coupled groups (printable); ``before`` / ``after``: ``{"params", "macs"}``.
+    """
+
+    model: nn.Module
+    removed: dict[str, list[int]]
+    groups: GroupList
+    before: dict[str, int]
+    after: dict[str, int]
+    plan: "Plan | None" = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        b, a = self.before, self.after
+        return (f"PruneResult: params {b['params']:,} -> {a['params']:,} "
+                f"(x{a['params'] / max(b['params'], 1):.3f}), MACs {b['macs']:,} -> "
+                f"{a['macs']:,} (x{a['macs'] / max(b['macs'], 1):.3f}); "
+                f"{len(self.removed)} layers cut")
+
+
+@dataclass
+class Plan:
+    """A pruning decision, before anything is cut: for each group, which channels go.
+
+    ``removed``: ``{group index: sorted channel indices}``; ``scores``: the group scores
+    the decision was made from. ``apply()`` cuts them out (:class:`PruneResult`);
+    ``mask()`` zeroes them in a copy instead -- the same function, still full size.
+    """
+
+    model: nn.Module
+    graph: ChannelGraph
+    removed: dict[int, Tensor]
+    scores: dict[int, Tensor]
+    settings: dict[str, Any] = field(default_factory=dict)
+    _spent: bool = field(default=False, repr=False)
+
+    @property
+    def groups(self) -> GroupList:
+        return GroupList(self.graph.groups)
+
+    def removed_by_layer(self) -> dict[str, list[int]]:
+        """``{layer: removed output indices}``, as ``PruneResult.removed`` will be."""
+        return removed_outputs(self.graph, self.removed)
+
+    def apply(self, inplace: bool = False) -> PruneResult:
+        """Cut the planned channels. Builds every new layer first, then swaps them in (into
+        a copy, or into ``self.model`` if ``inplace``); a failure leaves the model as it was."""
+        if self._spent:
+            raise PruningError("this plan was already applied in place; make a new plan")
+        before = {"params": count_params(self.model), "macs": self.graph.count_macs(self.model)}
+        new = pruned_modules(self.model, self.graph, self.removed)
+        model = replace_modules(self.model, new, inplace)
+        self._spent = inplace
+        after = {"params": count_params(model), "macs": self.graph.count_macs(model)}
+        return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self)
+
+    def mask(self) -> nn.Module:
+        """A full-size copy of the model with the planned channels zeroed (conv / linear rows
+        and biases, BN gamma and beta). Its outputs equal the pruned model's."""
+        return mask_model(self.model, self.graph, self.removed)
+
+    def __str__(self) -> str:
+        lines = [f"Plan ({self.settings.get('importance')}, {self.settings.get('scope')}): "
+                 f"{sum(len(r) for r in self.removed.values())} channels removed"]
+        for g in self.graph.groups:
+            if g.index in self.removed:
+                gone = self.removed[g.index].tolist()
+                shown = gone if len(gone) <= 12 else gone[:12] + ["..."]
+                lines.append(f"  group {g.index:>3} {g.name:<28} {g.size:>5} -> "
+                             f"{g.size - len(gone):>5}  remove {shown}")
+        return "\n".join(lines)
