@@ -12,7 +12,7 @@ TORCH_ARGS  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 LAB_PORT    ?= 8888
 PYTEST      := $(PY) -m pytest
 
-.PHONY: lab test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
+.PHONY: grade lab test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -57,3 +57,8 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## Grade a folder of submissions:  make grade SUBMISSIONS=submissions/ex02 EXERCISE=ex02_l1_norm
+grade: venv
+	$(PY) -m prunekit.grade $(SUBMISSIONS) $(if $(EXERCISE),--exercise $(EXERCISE),) \
+	    --gradebook grades.csv --feedback feedback -j 2

@@ -1,0 +1,237 @@
+"""Grade one submission: assemble the notebook to run, run it, compare, score each task.
+
+The rule that makes the grader hard to fool: **from the submission, only the source of the
+solution cells is used** (matched by ``grade_id``). Setup cells and every test cell, visible
+and hidden, come from the instructor's solution notebook, in the instructor's order. Deleting
+or editing a test cell in the submission therefore changes nothing, and cells a student added
+are not run (the feedback says so). A solution cell missing from the submission becomes
+``raise NotImplementedError(...)``.
+
+A task (one test cell) passes when its cell ran without error **and** every value the
+instructor's solution recorded in that cell (:func:`prunekit.grade.record`) was recorded by
+the submission too, with a matching value. Asserts alone can be defeated from inside the
+kernel (``torch.allclose = lambda *a, **k: True``); the recorded values are compared here, in
+the grader process, against expected values the kernel never sees.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import nbformat
+
+from . import cells
+from .catalog import Exercise
+from .compare import values_match
+from .runner import CellRun, Limits, run_notebook
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
+_TMPFILE = re.compile(r"\(\d+\.py, line (\d+)\)")  # ipykernel's name for a cell: say just the line
+MAX_MESSAGE = 300
+
+
+@dataclass
+class Step:
+    """One cell of the notebook to run, and where its code came from."""
+
+    kind: str  # solution | test | locked | skip
+    grade_id: str | None
+    label: str  # how the feedback names the cell
+    source: str = ""
+    points: float = 0.0
+    missing: bool = False  # a solution cell the submission does not have
+
+
+@dataclass
+class TaskResult:
+    grade_id: str
+    score: float
+    max_score: float
+    passed: bool
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"grade_id": self.grade_id, "score": self.score, "max_score": self.max_score,
+                "passed": self.passed, "message": self.message}
+
+
+@dataclass
+class GradeResult:
+    exercise: str
+    score: float
+    max_score: float
+    tasks: list[TaskResult]
+    error: str = ""  # set when the submission could not be graded at all
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        out = {"exercise": self.exercise, "score": self.score, "max_score": self.max_score,
+               "tasks": [t.as_dict() for t in self.tasks]}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def assemble(exercise: Exercise, submission: nbformat.NotebookNode
+             ) -> tuple[nbformat.NotebookNode, list[Step], list[str]]:
+    """The notebook to run, one :class:`Step` per cell, and notes for the student."""
+    theirs: dict[str, str] = {}
+    for cell in submission.cells:
+        gid = cells.grade_id(cell)
+        if cells.kind(cell) == "solution" and gid and gid not in theirs:
+            theirs[gid] = cell.get("source", "")
+    nb = nbformat.v4.new_notebook()
+    steps: list[Step] = []
+    for index, cell in enumerate(exercise.notebook.cells):
+        kind, gid = cells.kind(cell), cells.grade_id(cell)
+        label = gid or f"cell {index}"
+        if cell.cell_type != "code":
+            continue
+        if kind == "solution":
+            missing = gid not in theirs
+            source = _missing_stub(gid) if missing else theirs[gid]
+            steps.append(Step("solution", gid, label, source, missing=missing))
+        else:
+            step_kind = "test" if kind == "test" else "locked"
+            steps.append(Step(step_kind, gid, label, cell.source, points=cells.points(cell)))
+        nb.cells.append(nbformat.v4.new_code_cell(steps[-1].source))
+    return nb, steps, _notes(exercise, submission, theirs)
+
+
+def _missing_stub(gid: str) -> str:
+    return f"raise NotImplementedError('solution cell {gid!r} is missing from the submission')"
+
+
+def _notes(exercise: Exercise, submission: nbformat.NotebookNode, theirs: dict[str, str]) -> list[str]:
+    known = {cells.grade_id(c) for c in exercise.notebook.cells} - {None}
+    added = [c for c in submission.cells
+             if c.cell_type == "code" and cells.grade_id(c) not in known and c.get("source", "").strip()]
+    notes = []
+    if added:
+        notes.append(f"{len(added)} code cell(s) you added were not run: only the solution cells "
+                     "(marked YOUR CODE HERE) are graded, so keep helpers inside them")
+    missing = [g for g in exercise.solution_ids if g not in theirs]
+    if missing:
+        notes.append(f"solution cell(s) missing from your notebook: {', '.join(missing)}")
+    return notes
+
+
+def execute(exercise: Exercise, submission: nbformat.NotebookNode, limits: Limits
+            ) -> tuple[list[Step], list[CellRun]]:
+    nb, steps, _ = assemble(exercise, submission)
+    return steps, run_notebook(nb, limits)
+
+
+def grade(exercise: Exercise, submission: nbformat.NotebookNode, reference: dict[str, list[dict]],
+          limits: Limits) -> GradeResult:
+    """Run ``submission`` against ``exercise`` and score every task against ``reference``."""
+    nb, steps, notes = assemble(exercise, submission)
+    runs = run_notebook(nb, limits)
+    tasks = score(steps, runs, reference)
+    return GradeResult(exercise.name, sum(t.score for t in tasks), exercise.max_score, tasks, notes=notes)
+
+
+def score(steps: list[Step], runs: list[CellRun], reference: dict[str, list[dict]]) -> list[TaskResult]:
+    tasks: list[TaskResult] = []
+    region: list[tuple[Step, CellRun]] = []  # failed cells since the previous test: this task's code
+    earlier: list[tuple[Step, CellRun]] = []  # every failed non-test cell so far
+    stopper: tuple[Step, CellRun] | None = None  # the cell in which the kernel went away
+    for step, run in zip(steps, runs):
+        if stopper is None and run.status in ("died", "memory", "timeout") and _stopped_here(runs, run):
+            stopper = (step, run)
+        if step.kind != "test":
+            if run.status not in ("ok", "skipped"):
+                region.append((step, run))
+                earlier.append((step, run))
+            continue
+        if run.status == "not_run":
+            passed, message = False, f"not run: {_not_run_reason(run, stopper)}"
+        else:
+            passed, message = _judge(step, run, reference.get(step.grade_id, []), region, earlier)
+        tasks.append(TaskResult(step.grade_id, step.points if passed else 0.0, step.points, passed, message))
+        region = []
+    return tasks
+
+
+def _stopped_here(runs: list[CellRun], run: CellRun) -> bool:
+    """Did the kernel end with this cell (the next code cell that was not skipped never ran)?"""
+    later = [r for r in runs if r.index > run.index and r.status != "skipped"]
+    return bool(later) and later[0].status == "not_run"
+
+
+def _not_run_reason(run: CellRun, stopper: tuple[Step, CellRun] | None) -> str:
+    if stopper is None or run.detail.startswith("the total time"):
+        return run.detail
+    step, cause = stopper
+    what = cause.detail or cause.status
+    if step.kind == "solution":
+        return f"your code in {step.label!r} stopped the kernel: {what}"
+    return f"the kernel stopped in {step.label!r}: {what}"
+
+
+def _judge(step: Step, run: CellRun, expected: list[dict], region, earlier) -> tuple[bool, str]:
+    if run.status == "ok":
+        problem = _compare_records(expected, run.records)
+        return (problem is None), (problem or "passed")
+    if run.status in ("timeout", "died", "memory"):
+        return False, f"{run.detail} while running the tests"
+    return False, _error_message(step, run, region, earlier)
+
+
+def _compare_records(expected: list[dict], actual: list[dict]) -> str | None:
+    """None when every expected record is matched, else a message naming the first bad key."""
+    got: dict[str, list] = defaultdict(list)
+    for payload in actual:
+        got[payload.get("key")].append(payload.get("value"))
+    want: dict[str, list[dict]] = defaultdict(list)
+    for payload in expected:
+        want[payload["key"]].append(payload)
+    for key, payloads in want.items():
+        if key not in got:
+            return f"value of {key!r} was not recorded (the test did not reach it)"
+        values = got[key]
+        if len(values) != len(payloads) or not all(
+            values_match(p["value"], v, p.get("rtol"), p.get("atol")) for p, v in zip(payloads, values)
+        ):
+            return f"value of {key!r} differs from the expected result"
+    return None
+
+
+def _error_message(step: Step, run: CellRun, region, earlier) -> str:
+    cause = region[-1] if region else None
+    if cause and cause[0].missing:
+        return f"NotImplementedError: task not attempted (solution cell {cause[0].grade_id!r} is missing)"
+    if run.ename == "NotImplementedError" or (cause and cause[1].ename == "NotImplementedError"):
+        return "NotImplementedError: task not attempted"
+    message = (f"{run.ename}: {_short(run.evalue)}" if run.evalue else run.ename) + _where(step, run)
+    if cause:  # the task's own code failed: that is what the student must fix first
+        return f"{_describe(cause[1])} in your code ({cause[0].label!r}); then the test failed: {message}"
+    if earlier and run.ename == "NameError":
+        message += f" (an earlier cell, {earlier[-1][0].label!r}, failed: {_describe(earlier[-1][1])})"
+    return message
+
+
+def _where(step: Step, run: CellRun) -> str:
+    """Which line of the test failed: shown if the student can see it, else 'a hidden test'."""
+    match = _FRAME.search(_ANSI.sub("", "\n".join(run.traceback)))
+    if not match:
+        return ""
+    line = int(match.group(1))
+    if line in cells.hidden_line_numbers(step.source):
+        return " (in a hidden test)"
+    lines = step.source.split("\n")
+    return f" (in test line {line}: `{lines[line - 1].strip()}`)" if 0 < line <= len(lines) else ""
+
+
+def _describe(run: CellRun) -> str:
+    if run.status == "error":
+        return f"{run.ename}: {_short(run.evalue)}" if run.evalue else run.ename
+    return run.detail or run.status
+
+
+def _short(text: str) -> str:
+    text = _TMPFILE.sub(r"(line \1)", _ANSI.sub("", text).strip())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."

@@ -1,0 +1,329 @@
+"""Run a notebook cell by cell in a sandboxed kernel and report what happened to each cell.
+
+Why cell by cell, and not ``nbclient.execute``: one failing task must not zero the others. A
+cell that raises is recorded and the next cell still runs (a later test that needed it then
+fails on its own). A cell that runs too long is interrupted; if the kernel does not answer
+afterwards (the student ignored SIGINT) it is killed and the remaining cells are reported as
+*not run*, with the reason. A kernel that dies (``os._exit``, a segfault, the memory watchdog)
+ends the run the same way. Nothing a submission does can stop the grader itself.
+
+What the runner trusts: the ``execute_reply`` status (not the outputs, which the kernel could
+clear) for pass/fail, and the ``display_data`` outputs of :data:`~prunekit.grade.records.RECORD_MIME`
+for the recorded values, which :mod:`prunekit.grade.autograde` compares in the grader process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from . import sandbox
+from .records import RECORD_MIME
+
+KERNEL_NAME = "prunekit-sandbox"
+MAX_OUTPUT_BYTES = 16 << 20  # per cell; far above what a test cell prints or records
+MAX_MESSAGE_BYTES = 8 << 20  # per kernel message
+_log = logging.getLogger("prunekit.grade.runner")
+_log.addHandler(logging.NullHandler())
+_log.propagate = False
+
+
+@dataclass
+class Limits:
+    """Time and memory limits for one notebook run (seconds, MiB)."""
+
+    cell_timeout: float = 60.0
+    total_timeout: float = 900.0
+    memory_mb: int | None = 4096
+    user: str | None = field(default_factory=sandbox.default_user)
+    rlimit: bool = True  # RLIMIT_AS in the launcher; the RSS watchdog runs either way
+    startup_timeout: float = 60.0
+    recover_timeout: float = 10.0  # how long an interrupted kernel gets to answer again
+
+
+@dataclass
+class CellRun:
+    """What happened to one cell. ``status``: ok, error, timeout, died, memory, not_run, skipped."""
+
+    index: int
+    status: str
+    ename: str = ""
+    evalue: str = ""
+    traceback: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    detail: str = ""
+
+
+class GraderError(RuntimeError):
+    """The grader itself could not work (as opposed to a submission that fails)."""
+
+
+def run_notebook(nb: nbformat.NotebookNode, limits: Limits | None = None) -> list[CellRun]:
+    """Execute every code cell of ``nb`` (in place) and return one :class:`CellRun` per cell."""
+    return asyncio.run(_run(nb, limits or Limits()))
+
+
+async def _run(nb: nbformat.NotebookNode, limits: Limits) -> list[CellRun]:
+    root = Path(tempfile.mkdtemp(prefix="prunekit-grade-"))
+    root.chmod(0o711)  # the sandbox user may pass through to its folder, not list ours
+    try:
+        work, env = sandbox.prepare_workdir(root, limits.user, _data_dir())
+        km = _kernel_manager(root, work, limits)
+        client = _BoundedClient(
+            nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
+            allow_errors=True, interrupt_on_timeout=False,
+            startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
+            record_timing=False, iopub_timeout=5, log=_log, resources={"metadata": {"path": str(work)}},
+        )
+        replies: dict[int, dict] = {}
+        client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
+            cell_index, execute_reply.get("content", {})
+        )
+        log_path = root / "kernel.log"  # the kernel's own stdout/stderr, kept out of ours
+        try:
+            with open(log_path, "wb") as log_file:
+                return await _execute(client, nb, limits, replies, env=env, stdout=log_file, stderr=log_file)
+        except (RuntimeError, TimeoutError) as err:  # the kernel never came up
+            tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+            raise GraderError(f"could not start a kernel: {err}\n{tail}") from err
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _execute(client, nb, limits: Limits, replies: dict, **start: Any) -> list[CellRun]:
+    async with client.async_setup_kernel(cleanup_kc=True, **start):
+        watchdog = _Watchdog(client.km, limits.memory_mb)
+        task = asyncio.ensure_future(watchdog.watch())
+        try:
+            return await _run_cells(client, nb, limits, replies, watchdog)
+        finally:
+            task.cancel()
+            _kill_tree(watchdog.pid)
+            _kill_strays(start["env"][sandbox.RUN_TOKEN])
+
+
+class _BoundedClient(NotebookClient):
+    """nbclient with a cap on each cell's outputs: a print loop cannot fill the grader's memory.
+
+    Output beyond :data:`MAX_OUTPUT_BYTES` per cell is dropped (records included: a test cell
+    of the instructor records far less, so only a spamming submission loses anything).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.output_bytes: dict[int, int] = {}
+
+    def output(self, outs, msg, display_id, cell_index):
+        used = self.output_bytes.get(cell_index, 0) + len(str(msg.get("content", "")))
+        self.output_bytes[cell_index] = used
+        if used > MAX_OUTPUT_BYTES:
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class _SandboxKernelManager(AsyncKernelManager):
+    """Its clients refuse oversized messages: a print flood from the kernel
+    arrives as huge stream messages, which zmq then drops before they reach our memory."""
+
+    def client(self, **kwargs: Any):
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return kc
+
+
+def _kernel_manager(root: Path, work: Path, limits: Limits) -> AsyncKernelManager:
+    """A kernel manager whose only kernel spec is the sandbox launcher."""
+    spec_dir = root / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    memory = limits.memory_mb if limits.rlimit else None
+    argv = sandbox.kernel_argv(memory, limits.user, cpu_seconds=int(4 * limits.total_timeout) + 60)
+    spec = {"argv": argv, "display_name": "prunekit grader",
+            "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    specs = KernelSpecManager(kernel_dirs=[str(root / "kernels")], ensure_native_kernel=False)
+    km = _SandboxKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    km.connection_file = str(work / ".runtime" / "kernel-connection.json")
+    return km
+
+
+async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: "_Watchdog") -> list[CellRun]:
+    runs: list[CellRun] = []
+    deadline = time.monotonic() + limits.total_timeout
+    stopped = ""  # once set, the kernel is gone and this says why
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            runs.append(CellRun(index, "skipped"))
+            continue
+        remaining = deadline - time.monotonic()
+        if not stopped and remaining < 1:
+            stopped = f"the total time limit of {limits.total_timeout:g} s was used up"
+            _kill_tree(watchdog.pid)
+        if stopped:
+            runs.append(CellRun(index, "not_run", detail=stopped))
+            continue
+        timeout = max(1, int(min(limits.cell_timeout, remaining)))
+        run, stopped = await _run_cell(client, cell, index, timeout, replies, watchdog, limits.recover_timeout)
+        if run.status == "timeout" and timeout < limits.cell_timeout:
+            run.detail = f"the total time limit of {limits.total_timeout:g} s was used up"
+        runs.append(run)
+    return runs
+
+
+async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: "_Watchdog",
+                    recover: float) -> tuple[CellRun, str]:
+    """Run one cell; return its record and, if the kernel is gone afterwards, why."""
+    client.timeout = timeout
+    start = time.monotonic()
+    try:
+        await client.async_execute_cell(cell, index)
+    except CellTimeoutError:
+        run = CellRun(index, "timeout", seconds=timeout, detail=f"timed out after {timeout} s")
+        if watchdog.tripped:
+            return _memory_run(index, watchdog), watchdog.reason()
+        if await _recover(client, recover):
+            return run, ""
+        _kill_tree(watchdog.pid)
+        return run, f"the kernel did not stop after cell {index} timed out, so it was shut down"
+    except DeadKernelError:
+        if watchdog.tripped:
+            return _memory_run(index, watchdog), watchdog.reason()
+        code = await _exit_code(client)
+        detail = f"kernel died (exit code {code})"
+        return CellRun(index, "died", seconds=time.monotonic() - start, detail=detail), f"{detail} in cell {index}"
+    reply = replies.pop(index, {})
+    run = CellRun(index, "ok" if reply.get("status") == "ok" else "error", seconds=time.monotonic() - start)
+    if run.status == "error":
+        run.ename = str(reply.get("ename", "Error"))
+        run.evalue = str(reply.get("evalue", reply.get("status", "no reply from the kernel")))
+        run.traceback = [str(t) for t in reply.get("traceback", [])]
+    run.records = _records(cell)
+    return run, ""
+
+
+def _memory_run(index: int, watchdog: "_Watchdog") -> CellRun:
+    return CellRun(index, "memory", detail=watchdog.reason())
+
+
+def _records(cell) -> list[dict]:
+    found = []
+    for out in cell.get("outputs", []):
+        payload = out.get("data", {}).get(RECORD_MIME) if out.get("output_type") == "display_data" else None
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                continue
+        if isinstance(payload, dict) and isinstance(payload.get("key"), str):
+            found.append(payload)
+    return found
+
+
+async def _recover(client, seconds: float) -> bool:
+    """Interrupt the kernel after a timeout; True if it answers a trivial request again."""
+    try:
+        await client.km.interrupt_kernel()
+        msg_id = client.kc.execute("", silent=True, store_history=False)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                msg = await client.kc.shell_channel.get_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception:  # queue.Empty: no reply in time
+                return False
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return True
+    except Exception:
+        return False
+    return False
+
+
+async def _exit_code(client) -> Any:
+    try:
+        return await client.km.provisioner.poll()
+    except Exception:
+        return "unknown"
+
+
+class _Watchdog:
+    """Polls the resident memory of the kernel's process tree and kills the tree at the limit.
+
+    ``RLIMIT_AS`` already stops most memory bombs inside the kernel; this catches what it
+    cannot (a limit the kernel was able to raise, memory in child processes, no rlimit).
+    """
+
+    def __init__(self, km: AsyncKernelManager, memory_mb: int | None, interval: float = 0.2):
+        self.km, self.limit, self.interval = km, (memory_mb or 0) << 20, interval
+        self.pid = getattr(km.provisioner, "pid", None)
+        self.tripped = 0
+
+    async def watch(self) -> None:
+        while self.limit and self.pid:
+            await asyncio.sleep(self.interval)
+            used = _tree_rss(self.pid)
+            if used > self.limit:
+                self.tripped = used
+                _kill_tree(self.pid)
+                return
+
+    def reason(self) -> str:
+        return f"memory limit exceeded ({self.tripped >> 20} MiB used, limit {self.limit >> 20} MiB)"
+
+
+def _tree(pid: int | None) -> list[psutil.Process]:
+    if not pid:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _tree_rss(pid: int) -> int:
+    total = 0
+    for proc in _tree(pid):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill_tree(pid: int | None) -> None:
+    for proc in _tree(pid):
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+def _kill_strays(token: str) -> None:
+    """Kill processes that left the kernel's tree (double fork) but still carry this run's token."""
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            if (proc.info.get("environ") or {}).get(sandbox.RUN_TOKEN) == token:
+                proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+def _data_dir() -> Path:
+    """The grader's course data folder (same rule as :func:`prunekit.data.data_dir`, no torch import)."""
+    return Path(os.environ.get("PRUNEKIT_DATA", Path.home() / ".cache" / "prunekit"))
