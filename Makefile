@@ -11,6 +11,7 @@ TORCH_INDEX ?=
 TORCH_ARGS  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 LAB_PORT    ?= 8888
 PYTEST      := $(PY) -m pytest
+NBGRADER_SITE := $(VENV)/nbgrader-site
 
 .PHONY: grade lab test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
 
@@ -21,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_ARGS)
 	$(PY) -m pip install -q -e ".[test]"
+	# nbgrader (for its own validation of our exercise format) lives beside the venv, not in
+	# it: it adds JupyterLab extensions that students should not see.
+	$(PY) -m pip install -q --target $(NBGRADER_SITE) "nbgrader>=0.9"
 	touch $@
 
 lab: venv
@@ -29,6 +33,7 @@ lab: venv
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps
 	$(PYTEST) tests
+	PYTHONPATH=$(NBGRADER_SITE) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
 	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
 
 test-unit: venv

@@ -4,6 +4,7 @@ exercise identification, assembly, scoring messages, reports and the CLI's exit 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -234,7 +235,8 @@ def test_cli_exits_non_zero_when_it_cannot_grade(tmp_path, capsys):
 def test_nbgrader_accepts_the_metadata_and_makes_the_same_exercise(source):
     """nbgrader's validator accepts the cells, and its own preprocessors (ClearSolutions,
     ClearHiddenTests, ClearOutput) produce exactly our exercise sources."""
-    pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
+    if os.environ.get("PRUNEKIT_REQUIRE_NBGRADER") != "1":  # `make test` sets it: no silent skip
+        pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
     from nbgrader import utils
     from nbgrader.nbgraderformat import MetadataValidator
     from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
