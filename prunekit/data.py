@@ -110,8 +110,9 @@ def load_arrays(name: str = "mnist", folder: Path | None = None) -> tuple[np.nda
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MB chunks (archives and checkpoints are verified by it)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -151,7 +152,7 @@ def load_cifar10(folder: Path | None = None, download: bool = True, md5: str | N
                 f"could not download CIFAR-10 ({err}). Offline? Download {url} elsewhere and put "
                 f"{CIFAR10_ARCHIVE} in {folder} (or set PRUNEKIT_DATA to the folder that has it)."
             ) from err
-    if md5 is not None and (actual := _md5(archive)) != md5:
+    if md5 is not None and (actual := file_digest(archive)) != md5:
         raise ValueError(f"{archive} is corrupt: md5 {actual}, expected {md5}. Delete it and retry.")
     train = _read_cifar_batches(archive, [f"data_batch_{i}" for i in range(1, 6)])
     test = _read_cifar_batches(archive, ["test_batch"])

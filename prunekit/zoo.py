@@ -16,7 +16,6 @@ exact number of correct test predictions, and the SHA-256 of the file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import make_loaders, SPECS
+from .data import SPECS, file_digest, make_loaders
 from .models import build_model
 from .train import bn_l1_penalty, evaluate, set_seed, train
 
@@ -68,14 +67,6 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint file is missing or does not match the SHA-256 in the manifest."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_manifest(folder: Path) -> dict[str, dict]:
     path = folder / MANIFEST
     if not path.exists():
@@ -110,7 +101,7 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
     path = folder / info["file"]
     if not path.exists():
         raise CorruptCheckpointError(f"checkpoint file {path} is missing. {_restore_hint(name)}")
-    if (actual := _sha256(path)) != info["sha256"]:
+    if (actual := file_digest(path, "sha256")) != info["sha256"]:
         raise CorruptCheckpointError(
             f"checkpoint file {path} is corrupt: sha256 {actual[:12]}..., manifest says "
             f"{info['sha256'][:12]}.... {_restore_hint(name)}")
@@ -154,7 +145,7 @@ def _train_and_save(name: str, recipe: Recipe, out: Path, progress: bool) -> dic
                path)
     entry = {**asdict(recipe), "optimizer": OPTIMIZER, "torch": torch.__version__, "file": path.name,
              "test_accuracy": result.accuracy, "test_correct": result.correct, "test_total": result.total,
-             "sha256": _sha256(path), "size_bytes": path.stat().st_size}
+             "sha256": file_digest(path, "sha256"), "size_bytes": path.stat().st_size}
     manifest = _read_manifest(out)
     manifest[name] = entry
     tmp = out / f"{MANIFEST}.{os.getpid()}.tmp"
