@@ -28,7 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lab: venv
-	$(VENV)/bin/jupyter lab --notebook-dir=. --port=$(LAB_PORT) notebooks/00_setup_and_tour.ipynb
+	$(VENV)/bin/jupyter lab --notebook-dir=. --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
+	    notebooks/00_setup_and_tour.ipynb
 
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps
@@ -50,7 +51,7 @@ e2e-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian chromium for the browser test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "WARNING: could not install chromium; the e2e test will be skipped"; }
+	  || echo "WARNING: could not install chromium; the browser test will fail in CI, skip elsewhere"; }
 
 ## Regenerate the student notebooks from solutions/ (the single source of truth).
 exercises: venv

@@ -1,0 +1,89 @@
+"""`make lab` works: JupyterLab from this environment starts, answers, and stops cleanly.
+
+This is the fast, browser-free half of the JupyterLab checks (the browser half lives in
+tests/e2e/). It catches a broken install (missing jupyterlab, an incompatible server
+extension, a bad config) in a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+_HELPER = Path(__file__).parent / "e2e" / "labserver.py"
+
+
+def _load_labserver():
+    """Import tests/e2e/labserver.py by path (tests/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("prunekit_tests_labserver", _HELPER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+labserver = _load_labserver()
+
+
+def test_jupyter_lab_starts_answers_and_stops(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello.txt").write_text("hi\n")
+    server = labserver.start_lab(root, tmp_path / "state", ready_timeout=60)
+    try:
+        status = server.api("GET", "/api/status")
+        assert status["started"], status
+        listing = server.api("GET", "/api/contents/")
+        assert [item["name"] for item in listing["content"]] == ["hello.txt"]
+        # The token is really required: the same call without it is refused.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url + "/api/contents/", timeout=5)
+        assert refused.value.code == 403
+    finally:
+        leaked = server.stop()
+    assert server.process.returncode is not None, "jupyter lab is still running"
+    assert not psutil.pid_exists(server.process.pid) or \
+        psutil.Process(server.process.pid).status() == psutil.STATUS_ZOMBIE
+    assert leaked == [], f"processes left behind by jupyter lab: {leaked}"
+
+
+def _is_kernel(pid: int) -> bool:
+    try:
+        return "ipykernel" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
+def test_stop_finds_and_kills_a_kernel_the_server_left_behind(tmp_path: Path) -> None:
+    """The clean-up the browser tests rely on: if the server dies without shutting its
+    kernels down (here: SIGKILL) and a kernel is wedged (SIGSTOP, so it cannot notice its
+    parent is gone and quit), ``stop()`` still finds the orphan, kills it and reports it,
+    so a leak fails the run instead of going unnoticed."""
+    (tmp_path / "root").mkdir()
+    server = labserver.start_lab(tmp_path / "root", tmp_path / "state", ready_timeout=60)
+    try:
+        kernel = server.api("POST", "/api/kernels", {"name": "python3"})
+        deadline = time.monotonic() + 30
+        kernels: set[int] = set()
+        while not kernels and time.monotonic() < deadline:
+            kernels = {pid for pid in server.remember_kernels() if _is_kernel(pid)}
+            time.sleep(0.1)
+        assert kernels, f"kernel {kernel['id']} never appeared as a child of the server"
+        os.killpg(server.process.pid, signal.SIGKILL)  # kernels live in their own sessions
+        server.process.wait(timeout=10)
+        for pid in kernels:
+            os.kill(pid, signal.SIGSTOP)
+    finally:
+        leaked = server.stop(grace=1)
+    assert set(leaked) == kernels, "stop() must report exactly the wedged kernel"
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in kernels)
