@@ -1,0 +1,181 @@
+"""prunekit.compare: rank correlations, the one-layer oracle, seed sweeps, Pareto, scratch."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from prunekit import compare
+
+
+def test_spearman_and_kendall_of_identical_and_reversed_rankings():
+    a = [0.1, 0.5, 0.3, 2.0, 1.1]
+    assert compare.spearman(a, a) == pytest.approx(1.0)
+    assert compare.kendall(a, a) == pytest.approx(1.0)
+    reversed_ = [-v for v in a]
+    assert compare.spearman(a, reversed_) == pytest.approx(-1.0)
+    assert compare.kendall(a, reversed_) == pytest.approx(-1.0)
+    # only the order counts: a monotone transform changes nothing
+    assert compare.spearman(a, np.exp(a)) == pytest.approx(1.0)
+
+
+def test_rank_correlation_known_value_and_bad_input():
+    # one swapped pair among 4: d^2 = 1 + 1 -> rho = 1 - 6*2/(4*15) = 0.8; tau = (5-1)/6
+    assert compare.spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
+    assert compare.kendall([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    assert compare.spearman([1, 1, 1], [1, 2, 3]) == 0.0  # a constant score carries no ranking
+    with pytest.raises(ValueError, match="one score per channel"):
+        compare.spearman([1, 2, 3], [1, 2])
+
+
+def test_rank_agreement_bottom_half_overlap():
+    oracle = torch.arange(8.0)
+    rows = compare.rank_agreement({"same": oracle * 3, "reversed": -oracle, "half": [0, 1, 6, 7, 2, 3, 4, 5]},
+                                  oracle)
+    by = {r.criterion: r for r in rows}
+    assert by["same"].half_cut_overlap == 1.0 and by["same"].spearman == pytest.approx(1.0)
+    assert by["reversed"].half_cut_overlap == 0.0
+    assert by["half"].half_cut_overlap == 0.5  # picks channels {0,1,4,5} as the least important; truth {0,1,2,3}
+    table = compare.format_rank_table(rows)
+    assert "same" in table and "+1.00" in table and "-1.00" in table
+
+
+class _TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def _loss(model, batches):
+    with torch.no_grad():
+        return sum(float(nn.functional.cross_entropy(model(x), y)) * len(y) for x, y in batches) / sum(
+            len(y) for _, y in batches)
+
+
+def test_layer_oracle_equals_loss_change_of_removing_the_channel():
+    net = _TinyNet().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.bias.uniform_(-1, 1)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(5, 2, 6, 6, generator=g), torch.randint(0, 3, (5,), generator=g)) for _ in range(2)]
+    net.train()  # the oracle must switch to eval itself and restore the mode afterwards
+    oracle = compare.layer_oracle(net, "bn", batches)
+    assert net.training
+    net.eval()
+    base = _loss(net, batches)
+    for c in range(4):
+        # removing channel c == dropping its column of the head (the pool of a zero map is 0)
+        cut = _TinyNet().eval()
+        cut.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            cut.head.weight[:, c] = 0
+        assert oracle[c].item() == pytest.approx(_loss(cut, batches) - base, abs=1e-6)
+
+
+def test_layer_oracle_unknown_module_is_a_clear_error():
+    with pytest.raises(ValueError, match="no module named 'nope'"):
+        compare.layer_oracle(_TinyNet(), "nope", [])
+
+
+def test_sweep_and_aggregate_exact():
+    def run(criterion, ratio, seed):
+        return {"accuracy": ratio + seed / 10}
+
+    records = compare.sweep(run, ["l1", "taylor"], [0.5], [0, 1, 2])
+    assert len(records) == 6 and records[0] == {"criterion": "l1", "ratio": 0.5, "seed": 0, "accuracy": 0.5}
+    summary = compare.aggregate(records, "accuracy")
+    assert [r["criterion"] for r in summary] == ["l1", "taylor"]
+    assert summary[0]["mean"] == pytest.approx(0.6)
+    assert summary[0]["std"] == pytest.approx(0.1)  # sample std of 0.5, 0.6, 0.7
+    assert summary[0]["n"] == 3
+    assert compare.aggregate(records[:1], "accuracy")[0]["std"] == 0.0
+
+
+def test_noise_floor_and_pareto_front():
+    assert compare.noise_floor_pp(1000) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        compare.noise_floor_pp(0)
+    costs = [10, 5, 7, 5, 1]
+    accs = [0.99, 0.90, 0.89, 0.95, 0.50]
+    # (5, 0.90) is beaten by (5, 0.95); (7, 0.89) by (5, 0.95)
+    assert compare.pareto_front(costs, accs) == [4, 3, 0]
+
+
+def test_reinitialize_keeps_architecture_and_forgets_weights():
+    net = _TinyNet()
+    fresh_a = compare.reinitialize(net, seed=3)
+    fresh_b = compare.reinitialize(net, seed=3)
+    for (name, p), q, r in zip(net.state_dict().items(), fresh_a.state_dict().values(), fresh_b.state_dict().values()):
+        assert p.shape == q.shape
+        assert torch.equal(q, r), name  # seeded
+    assert not torch.equal(net.conv.weight, fresh_a.conv.weight)
+
+
+def test_train_from_scratch_trains_a_fresh_copy():
+    torch.manual_seed(0)
+    x = torch.randn(64, 2, 6, 6)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(0))
+    net = _TinyNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = compare.train_from_scratch(net, loader, epochs=2, seed=0, lr=0.1)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # input untouched
+    assert not model.training
+    assert not torch.equal(model.conv.weight, compare.reinitialize(net, 0).conv.weight)
+
+
+def test_plots_have_titles_and_labelled_axes():
+    oracle = np.arange(6.0)
+    figs = [
+        compare.plot_rank_scatter({"a": oracle, "b": -oracle}, oracle),
+        compare.plot_ratio_sweep(compare.aggregate(
+            compare.sweep(lambda criterion, ratio, seed: {"accuracy": 0.9}, ["l1"], [0.3, 0.5], [0, 1]),
+            "accuracy"), floor_pp=0.1),
+        compare.plot_pareto([{"macs": 2e6, "accuracy": 0.9, "label": "x"}, {"macs": 1e6, "accuracy": 0.95, "label": "y"}]),
+        compare.plot_latency([{"label": "50%", "macs_ratio": 3.9, "latency_ratio": 2.6}]),
+    ]
+    for fig in figs:
+        for ax in fig.axes:
+            assert ax.get_xlabel() and (ax.get_ylabel() or ax is not fig.axes[0])
+        assert fig.axes[0].get_title() or fig._suptitle is not None
+    assert "(%)" in figs[1].axes[0].get_xlabel() and "(%)" in figs[1].axes[0].get_ylabel()
+    assert "millions" in figs[2].axes[0].get_xlabel()
+
+
+def test_layer_oracle_fast_path_matches_full_forward_passes_on_a_resnet():
+    from prunekit.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("resnet8").eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 1, 12, 12, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)]
+    module = net.get_submodule("layer2.0.bn1")
+    slow = compare._hook_losses(net, module, batches, nn.functional.cross_entropy)
+    fast = compare._suffix_losses(net, "layer2.0.bn1", batches, nn.functional.cross_entropy)
+    assert len(fast) == len(slow) == 1 + 32
+    assert fast == pytest.approx(slow, abs=1e-6)
+    # a module fx does not see as one node (a Sequential is traced through) -> hook path
+    assert compare._suffix_losses(net, "layer2", batches, nn.functional.cross_entropy) is None
+
+
+def test_format_table_is_fixed_width_and_formats_columns():
+    text = compare.format_table([{"criterion": "l1", "mean": 0.953}], ["criterion", "mean"], {"mean": ".1%"}, width=8)
+    assert text.splitlines() == ["criterion    mean", "      l1   95.3%"]
