@@ -10,6 +10,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 TORCH_ARGS  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 LAB_PORT    ?= 8888
+LAB_ARGS    ?=
 PYTEST      := $(PY) -m pytest
 NBGRADER_SITE := $(VENV)/nbgrader-site
 
@@ -29,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 
 lab: venv
 	$(VENV)/bin/jupyter lab --notebook-dir=. --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
-	    notebooks/00_setup_and_tour.ipynb
+	    $(LAB_ARGS) notebooks/00_setup_and_tour.ipynb
 
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps

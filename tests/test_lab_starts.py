@@ -8,8 +8,10 @@ extension, a bad config) in a few seconds.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -87,3 +89,68 @@ def test_stop_finds_and_kills_a_kernel_the_server_left_behind(tmp_path: Path) ->
     assert set(leaked) == kernels, "stop() must report exactly the wedged kernel"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in kernels)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "jupyter").exists(),
+                    reason="needs the project's .venv (created by `make test` / `make lab`)")
+def test_make_lab_itself_serves_the_course(tmp_path: Path) -> None:
+    """The README's own command: `make lab` (set-up step taken as done, `-o`) must bring up
+    JupyterLab on the course. Headless: a loopback port, a token, no browser."""
+    port, token = labserver.free_port(), "make-lab-test-token"
+    lab_args = f"--no-browser --ip=127.0.0.1 --port-retries=0 --IdentityProvider.token={token}"
+    command = ["make", "-C", str(REPO), "-o", ".venv/.installed", "lab",
+               f"LAB_PORT={port}", f"LAB_ARGS={lab_args}"]
+    env = labserver.isolated_env(tmp_path / "state")
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/contents/notebooks?token={token}"
+    try:
+        deadline, listing = time.monotonic() + 90, None
+        while listing is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    listing = json.load(reply)
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        assert listing is not None, f"`make lab` did not serve the course: {_drain(process)}"
+        names = {item["name"] for item in listing["content"]}
+        assert "00_setup_and_tour.ipynb" in names, names
+    finally:
+        _kill_group(process)
+    assert not _group_alive(process.pid), "`make lab` left processes behind"
+
+
+def _drain(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        return "(still running, no answer)"
+    return process.stdout.read().decode(errors="replace")[-2000:]
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + wait
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(process.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return False
