@@ -1,0 +1,284 @@
+"""Sliders for the lectures -- and the plain functions behind them.
+
+A widget is only wiring. What a slider *does* lives in an ordinary function that takes
+numbers and returns numbers, so it can be unit-tested and called from a notebook that runs
+headless (where no slider is ever moved):
+
+* :func:`explore_l1` -- prune ONE layer by L1 filter norm (Li et al., 2017) at a sparsity and
+  report accuracy, MACs, parameters and latency of the result, plus the scores and the
+  channels removed (for :func:`prunekit.viz.importance_panels`).
+* :func:`explore_slimming` -- prune the WHOLE network with one global |gamma| threshold and a
+  per-layer cap (network slimming, Liu et al., 2017; :func:`slimming_ratios`) and report
+  survivors per layer.
+* :func:`render_readout` -- either result as a short HTML line.
+
+:func:`l1_explorer` and :func:`slimming_explorer` wire these to ipywidgets. The DOM classes
+(``pk-sparsity-slider``, ``pk-ratio-slider``, ``pk-layer-select``, ``pk-readout``,
+``pk-figure``) are a contract with the browser test; keep them.
+
+Every callback is meant to answer within about a second on the course's VGG and one CPU
+thread: it evaluates on the loader you pass -- give it the 500-image validation split, not the
+training set -- and times latency with a few repeats only.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .metrics import count_macs, count_params, measure_latency
+from .train import evaluate, recalibrate_bn
+
+__all__ = [
+    "explore_l1", "explore_slimming", "slimming_ratios", "dense_reference", "render_readout",
+    "conv_layer_names", "prunable_conv_names", "l1_explorer", "slimming_explorer",
+]
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Names of the ordinary (``groups == 1``) convolutions: the layers a one-layer slider
+    can prune on its own. (A depthwise conv's channels are its input's channels: it is
+    pruned together with the layer feeding it, never alone.)"""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+
+
+def prunable_conv_names(model: nn.Module, example_input: Tensor) -> list[str]:
+    """The ordinary convolutions whose output channels prunekit may cut (not pinned, e.g. by
+    a residual add that reaches the model input or output): the layer menu of
+    :func:`l1_explorer`."""
+    from .graph import build_graph
+
+    graph = build_graph(model, example_input)
+    cuttable = {m.module for g in graph.prunable_groups() for m in g.members if m.role == "out"}
+    return [name for name in conv_layer_names(model) if name in cuttable]
+
+
+def dense_reference(model: nn.Module, example_input: Tensor, loader: Iterable) -> dict:
+    """The unpruned model's ``dense_accuracy, dense_macs, dense_params``: measured once by a
+    widget and passed to every callback, so moving a slider does not re-evaluate it."""
+    return {"dense_accuracy": evaluate(model, loader).accuracy,
+            "dense_macs": count_macs(model, example_input), "dense_params": count_params(model)}
+
+
+def _measure(model: nn.Module, example_input: Tensor, loader: Iterable, latency_repeats: int) -> dict:
+    result = evaluate(model, loader)
+    latency = measure_latency(model, example_input, repeats=latency_repeats, warmup=2) \
+        if latency_repeats > 0 else None
+    return {
+        "accuracy": result.accuracy, "correct": result.correct, "total": result.total,
+        "macs": count_macs(model, example_input), "params": count_params(model),
+        "latency_ms": latency.median_ms if latency else float("nan"),
+    }
+
+
+def explore_l1(model: nn.Module, layer: str, sparsity: float, example_input: Tensor, loader: Iterable,
+               recalibrate_loader: Iterable | None = None, recal_batches: int = 5,
+               latency_repeats: int = 10, dense: dict | None = None) -> dict:
+    """Remove the ``sparsity`` share (``floor(sparsity * n)`` channels) of ``layer``'s output
+    channels with the smallest L1 norm ``||W_j||_1`` and measure the pruned copy (``model``
+    itself is never changed). Only that layer's channel group is cut: its BatchNorm and the
+    next layer's inputs follow, every other layer stays as it is.
+
+    Returns a dict: ``layer, sparsity, channels, removed`` (indices), ``scores`` (L1 norm per
+    channel), ``accuracy, correct, total, macs, params, latency_ms`` of the pruned model and
+    ``dense_accuracy, dense_macs, dense_params`` of the original (from ``dense`` if given,
+    see :func:`dense_reference`). With a ``recalibrate_loader`` the pruned model's BatchNorm
+    statistics are re-measured on ``recal_batches`` batches first (see
+    :func:`prunekit.train.recalibrate_bn`). ``latency_repeats=0`` skips timing (NaN)."""
+    from .importance import l1_norm
+    from .prune import prune
+
+    modules = dict(model.named_modules())
+    if layer not in modules or not isinstance(modules[layer], nn.Conv2d):
+        raise ValueError(f"explore_l1: {layer!r} is not a Conv2d of this model; "
+                         f"choose one of {conv_layer_names(model)}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"explore_l1: sparsity must be in [0, 1), got {sparsity}")
+    scores = l1_norm(modules[layer])
+    result = prune(model, example_input, ratio=0.0, ratios={layer: sparsity}, importance="l1")
+    pruned = result.model
+    if recalibrate_loader is not None and result.removed:
+        recalibrate_bn(pruned, recalibrate_loader, batches=recal_batches)
+    return {
+        "layer": layer, "sparsity": float(sparsity), "channels": int(scores.numel()),
+        "removed": list(result.removed.get(layer, [])), "scores": scores.detach().clone(),
+        **_measure(pruned, example_input, loader, latency_repeats),
+        **(dense or dense_reference(model, example_input, loader)),
+    }
+
+
+def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
+                    max_ratio: float = 0.9) -> dict[str, float]:
+    """Network slimming's global threshold, with a per-layer cap, as per-layer ratios.
+
+    All channels of all prunable groups are ranked together by |gamma| (summed over the
+    group's BatchNorms: in a plain chain that is one BN, in a ResNet stage every BN that
+    normalises the shared channels); the lowest ``floor(ratio * N)`` are marked -- exactly
+    the channels under Liu et al.'s global threshold -- and then no group may lose more than
+    ``floor(max_ratio * size)``. Returns ``{layer name: ratio}`` for :func:`prunekit.prune`'s
+    ``ratios=``. The cap means the total removed can fall short of ``ratio``: that is the
+    point, it refuses to empty a layer (the outline's uncapped version keeps 1 channel).
+
+    Unlike ``prune(..., scope="global")``, the raw |gamma| are compared, not scores
+    normalised per layer: after slimming, BN scales are comparable across layers, and that
+    comparability is what network slimming relies on."""
+    from .graph import build_graph
+    from .importance import group_scores
+
+    if not 0.0 <= ratio < 1.0 or not 0.0 < max_ratio <= 1.0:
+        raise ValueError(f"slimming_ratios: need 0 <= ratio < 1 and 0 < max_ratio <= 1, got {ratio}, {max_ratio}")
+    graph = build_graph(model, example_input)
+    groups = [g for g in graph.groups if g.prunable and g.modules("bn")]
+    scores = group_scores(model, graph, groups, "bn_scale")
+    everything = torch.cat([scores[g.index] for g in groups])
+    owner = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
+    lowest = everything.argsort(stable=True)[: int(ratio * everything.numel() + 1e-9)]
+    below = torch.bincount(owner[lowest], minlength=len(groups)).tolist()
+    return {g.name: min(k, math.floor(max_ratio * g.size + 1e-9)) / g.size for g, k in zip(groups, below)}
+
+
+def explore_slimming(model: nn.Module, ratio: float, example_input: Tensor, loader: Iterable,
+                     max_ratio: float = 0.9, recalibrate_loader: Iterable | None = None,
+                     recal_batches: int = 5, latency_repeats: int = 10, dense: dict | None = None) -> dict:
+    """Prune a copy of ``model`` by network slimming's global |gamma| threshold with a
+    per-layer cap (:func:`slimming_ratios`) and measure it.
+
+    Returns a dict: ``ratio, max_ratio, removed_share`` (what was really removed),
+    ``per_layer`` (``{BatchNorm name: (kept, total)}``) and the same measurements as
+    :func:`explore_l1` (``accuracy, macs, ...`` and ``dense_*``)."""
+    from .prune import prune
+
+    ratios = slimming_ratios(model, example_input, ratio, max_ratio)
+    pruned = prune(model, example_input, ratio=0.0, ratios=ratios, importance="bn_scale",
+                   max_ratio=max_ratio).model
+    if recalibrate_loader is not None and any(ratios.values()):
+        recalibrate_bn(pruned, recalibrate_loader, batches=recal_batches)
+    before = {n: m.num_features for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    after = {n: m.num_features for n, m in pruned.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    return {
+        "ratio": float(ratio), "max_ratio": float(max_ratio),
+        "removed_share": 1 - sum(after.values()) / sum(before.values()),
+        "per_layer": {n: (after[n], before[n]) for n in before},
+        **_measure(pruned, example_input, loader, latency_repeats),
+        **(dense or dense_reference(model, example_input, loader)),
+    }
+
+
+def render_readout(result: dict) -> str:
+    """One HTML paragraph with the numbers of an :func:`explore_l1` or
+    :func:`explore_slimming` result: accuracy (with the correct count), MACs and parameters
+    (with the change against the dense model) and latency."""
+    def change(new: float, old: float) -> str:
+        return f"{(new - old) / old:+.1%}" if old else "n/a"
+
+    if "layer" in result:
+        kept = result["channels"] - len(result["removed"])
+        head = (f"<b>{html.escape(result['layer'])}</b>: {kept}/{result['channels']} channels kept "
+                f"(sparsity {result['sparsity']:.0%})")
+    else:
+        layers = ", ".join(f"{html.escape(n)} {k}/{t}" for n, (k, t) in result["per_layer"].items())
+        head = (f"<b>global |gamma| ratio {result['ratio']:.0%}</b> (cap {result['max_ratio']:.0%} per layer, "
+                f"{result['removed_share']:.1%} removed); channels kept: {layers}")
+    latency = result["latency_ms"]
+    latency_text = "not measured" if latency != latency else f"{latency:.3f} ms"  # NaN check
+    return (f"<div class='pk-readout-text'>{head}<br>"
+            f"accuracy {result['accuracy']:.2%} ({result['correct']}/{result['total']}; "
+            f"dense {result['dense_accuracy']:.2%}) &middot; "
+            f"MACs {result['macs'] / 1e6:.2f} M ({change(result['macs'], result['dense_macs'])}) &middot; "
+            f"params {result['params']:,} ({change(result['params'], result['dense_params'])}) &middot; "
+            f"latency {latency_text}</div>")
+
+
+# ----------------------------------------------------------------------------- wiring
+def _figure_output():
+    import ipywidgets as w
+
+    out = w.Output()
+    out.add_class("pk-figure")
+    return out
+
+
+def _show(out, fig) -> None:
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        display(fig)
+    plt.close(fig)  # the Output keeps the rendered image; the live figure would leak memory
+
+
+def l1_explorer(model: nn.Module, example_input: Tensor, loader: Iterable, layers: Sequence[str] | None = None,
+                sparsity: float = 0.5, recalibrate_loader: Iterable | None = None,
+                latency_repeats: int = 10, layer: str | None = None):
+    """A sparsity slider and a layer menu over :func:`explore_l1`; redraws the importance
+    panels and the readout when either changes. ``layers`` are the menu's choices (default:
+    every conv prunekit can cut), ``layer`` the first one shown. Returns an ``ipywidgets.VBox`` whose
+    ``.result`` attribute holds the latest :func:`explore_l1` dict."""
+    import ipywidgets as w
+
+    from .viz import importance_panels
+
+    names = list(layers) if layers is not None else prunable_conv_names(model, example_input)
+    slider = w.FloatSlider(value=sparsity, min=0.0, max=0.9, step=0.05, description="sparsity",
+                           continuous_update=False, readout_format=".0%")
+    slider.add_class("pk-sparsity-slider")
+    if layer is not None and layer not in names:
+        raise ValueError(f"l1_explorer: layer {layer!r} is not among {names}")
+    menu = w.Dropdown(options=names, value=layer or names[0], description="layer")
+    menu.add_class("pk-layer-select")
+    readout = w.HTML()
+    readout.add_class("pk-readout")
+    out = _figure_output()
+    box = w.VBox([w.HBox([menu, slider]), readout, out])
+    dense = dense_reference(model, example_input, loader)
+
+    def update(_change=None) -> None:
+        box.result = explore_l1(model, menu.value, slider.value, example_input, loader,
+                                recalibrate_loader=recalibrate_loader, latency_repeats=latency_repeats,
+                                dense=dense)
+        readout.value = render_readout(box.result)
+        _show(out, importance_panels(box.result["scores"], box.result["removed"], layer=menu.value))
+
+    slider.observe(update, names="value")
+    menu.observe(update, names="value")
+    update()
+    return box
+
+
+def slimming_explorer(model: nn.Module, example_input: Tensor, loader: Iterable, ratio: float = 0.5,
+                      max_ratio: float = 0.9, recalibrate_loader: Iterable | None = None,
+                      latency_repeats: int = 10):
+    """A global-ratio slider over :func:`explore_slimming`; redraws the per-layer survivors
+    and the readout. Returns an ``ipywidgets.VBox`` with the latest result in ``.result``."""
+    import ipywidgets as w
+
+    from .viz import channel_counts
+
+    slider = w.FloatSlider(value=ratio, min=0.0, max=0.9, step=0.05, description="ratio",
+                           continuous_update=False, readout_format=".0%")
+    slider.add_class("pk-ratio-slider")
+    readout = w.HTML()
+    readout.add_class("pk-readout")
+    out = _figure_output()
+    box = w.VBox([slider, readout, out])
+    dense = dense_reference(model, example_input, loader)
+
+    def update(_change=None) -> None:
+        box.result = explore_slimming(model, slider.value, example_input, loader, max_ratio=max_ratio,
+                                      recalibrate_loader=recalibrate_loader, latency_repeats=latency_repeats,
+                                      dense=dense)
+        readout.value = render_readout(box.result)
+        per_layer = box.result["per_layer"]
+        fig = channel_counts({"original": {n: t for n, (_, t) in per_layer.items()},
+                              f"kept at global ratio {slider.value:.0%}": {n: k for n, (k, _) in per_layer.items()}},
+                             title=f"Survivors per layer, global |gamma| threshold, cap {max_ratio:.0%}")
+        _show(out, fig)
+
+    slider.observe(update, names="value")
+    update()
+    return box
