@@ -2,8 +2,8 @@
 
 The course's own models (``prunekit.models``) are small on purpose. To compare pruning
 tools on the networks papers report, the benchmark also needs three classic ones. They are
-assembled from the course's building blocks -- ``conv_bn_relu``, ``BasicBlock``,
-``InvertedResidual`` -- so they exercise exactly the coupling patterns the course teaches:
+assembled from the course's building blocks -- ``SmallVGG``, ``BasicBlock``,
+``MobileNetV2Small`` -- so they exercise exactly the coupling patterns the course teaches:
 
 * :func:`vgg16_bn` -- Simonyan & Zisserman (2015), the CIFAR variant used in most channel
   pruning papers (e.g. Li et al., 2017, "Pruning Filters for Efficient ConvNets"): 13
@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from prunekit.models import BasicBlock, InvertedResidual, SmallVGG, conv_bn_relu
+from prunekit.models import BasicBlock, MobileNetV2Small, SmallVGG
 
-__all__ = ["vgg16_bn", "ResNet18", "resnet18", "MobileNetV2", "mobilenet_v2"]
+__all__ = ["vgg16_bn", "ResNet18", "resnet18", "MOBILENET_V2_CONFIG", "mobilenet_v2"]
 
 VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 VGG16_POOL_AFTER = (1, 3, 6, 9, 12)  # indices of the convs followed by a 2x2 max-pool
@@ -75,34 +75,13 @@ def resnet18(in_channels: int = 3, num_classes: int = 1000) -> ResNet18:
     return ResNet18(in_channels, num_classes)
 
 
-class MobileNetV2(nn.Module):
-    """ImageNet MobileNetV2 (Sandler et al., 2018), width 1.0, ~300M MACs at 224x224.
-
-    ``config`` rows are ``(expand t, width c, repeats n, first stride s)``, Table 2 of the paper.
-    """
-
-    CONFIG = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 1000,
-                 stem: int = 32, last: int = 1280, dropout: float = 0.2):
-        super().__init__()
-        layers: list[nn.Module] = [conv_bn_relu(in_channels, stem, stride=2)]
-        prev = stem
-        for t, c, n, s in self.CONFIG:
-            for j in range(n):
-                layers.append(InvertedResidual(prev, c, s if j == 0 else 1, t))
-                prev = c
-        layers.append(conv_bn_relu(prev, last, kernel=1))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(last, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.pool(self.features(x)), 1)
-        return self.classifier(self.dropout(x))
+#: Table 2 of Sandler et al. (2018): rows (expand t, width c, repeats n, first stride s).
+MOBILENET_V2_CONFIG = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def mobilenet_v2(in_channels: int = 3, num_classes: int = 1000) -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes)
+def mobilenet_v2(in_channels: int = 3, num_classes: int = 1000) -> MobileNetV2Small:
+    """ImageNet MobileNetV2 at width 1.0 (~300M MACs at 224x224): the course's
+    :class:`~prunekit.models.MobileNetV2Small` with the paper's configuration."""
+    return MobileNetV2Small(in_channels, num_classes, stem=32, config=MOBILENET_V2_CONFIG,
+                            last=1280, stem_stride=2, dropout=0.2)

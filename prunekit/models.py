@@ -151,15 +151,20 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Small(nn.Module):
     """A small MobileNetV2 (Sandler et al., 2018) for 8x8 to 32x32 inputs.
 
+    The defaults are the course's small net; the paper's ImageNet network is the same class
+    with ``stem=32, last=1280, stem_stride=2, dropout=0.2`` and its Table 2 as ``config``
+    (see ``benchmarks/archs.py``).
+
     ``config`` rows are ``(expand t, width c, repeats n, first stride s)`` as in the paper.
     """
 
     DEFAULT_CONFIG = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 1))
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, stem: int = 16,
-                 config: Sequence[tuple[int, int, int, int]] = DEFAULT_CONFIG, last: int = 256):
+                 config: Sequence[tuple[int, int, int, int]] = DEFAULT_CONFIG, last: int = 256,
+                 stem_stride: int = 1, dropout: float = 0.1):
         super().__init__()
-        layers: list[nn.Module] = [conv_bn_relu(in_channels, stem)]
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, stem, stride=stem_stride)]
         prev = stem
         for t, c, n, s in config:
             for j in range(n):
@@ -168,7 +173,7 @@ class MobileNetV2Small(nn.Module):
         layers.append(conv_bn_relu(prev, last, kernel=1))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(0.1)
+        self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(last, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
