@@ -5,8 +5,8 @@ Three questions, one section each:
 1. **Does a criterion rank channels the way the truth does?** The *oracle* importance of a
    channel is the loss increase measured when that one channel is zeroed (Molchanov et al.,
    "Importance Estimation for Neural Network Pruning", CVPR 2019, compare their criteria to it
-   with Spearman's rank correlation). :func:`layer_oracle` measures it for one layer,
-   :func:`rank_agreement` turns scores into Spearman / Kendall correlations.
+   with Spearman's rank correlation). :func:`prunekit.importance.oracle` measures it for one
+   layer; :func:`rank_agreement` turns scores into Spearman / Kendall correlations.
 2. **Does the difference survive fine-tuning?** :func:`sweep` runs one experiment per
    (criterion, ratio, seed), :func:`aggregate` reduces it to mean +- std, and
    :func:`noise_floor_pp` says how small a difference the test set can resolve at all.
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "spearman", "kendall", "RankAgreement", "rank_agreement", "format_rank_table",
-    "layer_oracle", "sweep", "aggregate", "format_table", "noise_floor_pp", "pareto_front",
+    "sweep", "aggregate", "format_table", "noise_floor_pp", "pareto_front",
     "reinitialize", "train_from_scratch",
     "plot_rank_scatter", "plot_ratio_sweep", "plot_pareto", "plot_latency",
 ]
@@ -115,127 +115,6 @@ def format_rank_table(rows: Sequence[RankAgreement]) -> str:
     for r in rows:
         lines.append(f"{r.criterion:<22}{r.spearman:>+10.2f}{r.kendall:>+10.2f}{r.half_cut_overlap:>14.0%}")
     return "\n".join(lines)
-
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _mean_loss(losses: Iterable[tuple[float, int]]) -> float:
-    total = n = 0.0
-    for loss, size in losses:
-        total += loss * size
-        n += size
-    return total / n
-
-
-@torch.no_grad()
-def layer_oracle(model: nn.Module, module_name: str, batches: Sequence[tuple[Tensor, Tensor]],
-                 loss_fn: LossFn = nn.functional.cross_entropy) -> Tensor:
-    """The oracle importance of every output channel of one module: the true loss increase
-    ``L(channel c zeroed) - L(dense)`` on ``batches``, one evaluation per channel.
-
-    Zeroing happens on the module's *output*, so pick the module whose output is the channel
-    (for conv-BN-ReLU that is the BatchNorm: zeroing after BN removes the channel's shift
-    beta too, exactly as cutting the channel does). The model is evaluated in eval mode
-    (fixed BN statistics, no dropout) and left in the mode it was in.
-
-    Cost: ``channels + 1`` evaluations -- affordable for one layer, not for a network. Only
-    the layers *after* the module depend on the zeroed channel, so when ``torch.fx`` can trace
-    the model, each evaluation re-runs just those (:func:`_suffix_losses`); otherwise a
-    forward hook zeroes the channel in full forward passes (:func:`_hook_losses`).
-    """
-    module = dict(model.named_modules()).get(module_name)
-    if module is None:
-        raise ValueError(f"layer_oracle: the model has no module named {module_name!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        losses = _suffix_losses(model, module_name, batches, loss_fn)
-        if losses is None:
-            losses = _hook_losses(model, module, batches, loss_fn)
-    finally:
-        model.train(was_training)
-    base, per_channel = losses[0], losses[1:]
-    return torch.tensor([loss - base for loss in per_channel], dtype=torch.float64)
-
-
-def _zeroed(out: Tensor, channel: int | None) -> Tensor:
-    if channel is None:
-        return out
-    out = out.clone()
-    out[:, channel] = 0
-    return out
-
-
-@torch.no_grad()
-def _hook_losses(model: nn.Module, module: nn.Module, batches, loss_fn: LossFn) -> list[float]:
-    """[dense loss, loss with channel 0 zeroed, channel 1, ...] by full forward passes."""
-    state: dict[str, int | None] = {"channel": None, "channels": 0}
-
-    def hook(_m, _inp, out: Tensor) -> Tensor:
-        state["channels"] = out.shape[1]
-        return _zeroed(out, state["channel"])
-
-    handle = module.register_forward_hook(hook)
-    try:
-        losses = [_mean_loss((float(loss_fn(model(x), y)), len(y)) for x, y in batches)]
-        for c in range(int(state["channels"])):
-            state["channel"] = c
-            losses.append(_mean_loss((float(loss_fn(model(x), y)), len(y)) for x, y in batches))
-    finally:
-        handle.remove()
-    return losses
-
-
-@torch.no_grad()
-def _suffix_losses(model: nn.Module, module_name: str, batches, loss_fn: LossFn) -> list[float] | None:
-    """Like :func:`_hook_losses`, but each batch runs the prefix once: ``torch.fx`` gives the
-    graph, every node's output is cached, and per channel only the nodes downstream of the
-    module are evaluated again. None if the model cannot be traced or the module is not
-    called exactly once as a graph node."""
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 -- untraceable: fall back to forward hooks
-        return None
-    nodes = list(gm.graph.nodes)
-    targets = [n for n in nodes if n.op == "call_module" and n.target == module_name]
-    if len(targets) != 1:
-        return None
-    downstream = {targets[0]}
-    for n in nodes:  # topological order: a node is downstream if any input is
-        if any(a in downstream for a in n.all_input_nodes):
-            downstream.add(n)
-    frontier = {a for n in downstream for a in n.all_input_nodes if a not in downstream}
-    per_batch = []
-    for x, y in batches:
-        cache: dict[torch.fx.Node, object] = {}
-        runner = torch.fx.Interpreter(gm)
-        # clone: in-place ops (ReLU(inplace=True)) would otherwise change cached values later
-        runner.run_node = _caching(runner.run_node, cache)
-        base = float(loss_fn(runner.run(x), y))
-        channels = cache[targets[0]].shape[1]
-        losses = [base]
-        for c in range(channels):
-            replay = torch.fx.Interpreter(gm)
-            replay.env = {n: (v.clone() if n in frontier and isinstance(v, Tensor) else v)
-                          for n, v in cache.items() if n not in downstream}
-            replay.env[targets[0]] = _zeroed(cache[targets[0]], c)
-            out = None
-            for n in nodes:
-                if n in downstream and n is not targets[0]:
-                    out = replay.env[n] = replay.run_node(n)
-            losses.append(float(loss_fn(out, y)))
-        per_batch.append((losses, len(y)))
-    n_total = sum(size for _, size in per_batch)
-    return [sum(ls[i] * size for ls, size in per_batch) / n_total for i in range(len(per_batch[0][0]))]
-
-
-def _caching(run_node: Callable, cache: dict) -> Callable:
-    def run_and_cache(node):
-        value = run_node(node)
-        cache[node] = value.clone() if isinstance(value, Tensor) else value
-        return value
-    return run_and_cache
 
 
 # ----------------------------------------------------------------------------- 2. seeds and noise

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from .errors import PruningError
 from .graph import ChannelGraph, Group, build_graph, eval_mode
+from .replay import SuffixReplay
 
 __all__ = [
     "l1_norm", "l2_norm", "bn_scale", "fpgm", "random", "taylor", "oracle",
@@ -169,31 +170,34 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
     return {name: (t / len(taken)).cpu() for name, t in totals.items()}
 
 
-@torch.no_grad()
-def _loss(model: nn.Module, taken: list[tuple[Tensor, Tensor]], loss_fn: LossFn) -> float:
-    """Mean loss per example over the batches."""
-    total = sum(float(loss_fn(model(x), y)) * len(y) for x, y in taken)
-    return total / sum(len(y) for _, y in taken)
-
-
 def group_oracle(model: nn.Module, graph: ChannelGraph, group: Group, data: Any,
                  batches: int = 2, loss_fn: LossFn | None = None) -> Tensor:
-    """True loss increase when each channel of ``group`` alone is removed (zeroed everywhere:
-    producer rows and biases, BN gamma and beta). Works on a copy; eval mode. Cost: one
-    evaluation of ``batches`` batches per channel -- use it to *judge* criteria."""
+    """True loss increase when each channel of ``group`` alone is removed: zeroed everywhere
+    it lives (producer rows and biases, depthwise rows, BN gamma and beta -- the tensor slices
+    :func:`prunekit.surgery.channel_slices` names), so a residual channel goes from every
+    block that writes it. Works on a copy in eval mode; ``batches`` batches of ``data``.
+
+    Cost: one evaluation per channel -- use it to *judge* criteria, not to prune a network.
+    An evaluation re-runs only the layers after the group's first layer
+    (:class:`prunekit.replay.SuffixReplay`); the result equals full forward passes of the
+    masked model.
+    """
     from .surgery import channel_slices  # surgery knows which tensor slices a channel owns
     loss_fn = loss_fn or F.cross_entropy
     taken = _batches(data, batches)
     scratch = copy.deepcopy(model).eval()
-    base = _loss(scratch, taken, loss_fn)
     scores = torch.zeros(group.size)
+    rows = {m.module: torch.arange(group.size)[:, None] * m.repeat + torch.arange(m.repeat)
+            + m.offset for m in group.members if m.role != "in"}   # channel -> its output rows
     with torch.no_grad():
-        for c in range(group.size):           # one full evaluation per channel: the point
+        evaluate = SuffixReplay(scratch, rows, taken, loss_fn).loss
+        base = evaluate(None)
+        for c in range(group.size):
             slices = channel_slices(scratch, group, torch.tensor([c]))
             saved = [t[i].clone() for t, i in slices]
             for t, i in slices:
                 t[i] = 0
-            scores[c] = _loss(scratch, taken, loss_fn) - base
+            scores[c] = evaluate(c) - base
             for (t, i), old in zip(slices, saved):
                 t[i] = old
     return scores
@@ -201,9 +205,14 @@ def group_oracle(model: nn.Module, graph: ChannelGraph, group: Group, data: Any,
 
 def oracle(model: nn.Module, module_name: str, data: Any, batches: int = 2,
            loss_fn: LossFn | None = None) -> Tensor:
-    """Oracle scores of the output channels of one layer: loss increase when each channel is
-    removed (with everything coupled to it, see :mod:`prunekit.graph`), on ``batches``
-    batches of ``data``. Slow by design -- one layer at a time in a notebook."""
+    """Oracle scores of the output channels of one layer: the loss increase when each channel
+    is removed (with everything coupled to it, see :mod:`prunekit.graph`), on ``batches``
+    batches of ``data``. Name the conv or the BatchNorm behind it: both give the same group.
+
+    This is the yardstick Molchanov et al. (CVPR 2019) compare criteria against (Spearman
+    rank correlation, :func:`prunekit.compare.rank_agreement`). Slow by design: one
+    evaluation per channel, so one layer at a time in a notebook.
+    """
     taken = _batches(data, batches)
     graph = build_graph(model, taken[0][0][:1])
     return group_oracle(model, graph, graph.group_of(module_name), taken, batches, loss_fn)

@@ -1,4 +1,4 @@
-"""prunekit.compare: rank correlations, the one-layer oracle, seed sweeps, Pareto, scratch."""
+"""prunekit.compare: rank correlations, seed sweeps, Pareto, scratch (the oracle: test_importance)."""
 
 from __future__ import annotations
 
@@ -60,38 +60,6 @@ class _TinyNet(nn.Module):
     def forward(self, x):
         x = torch.relu(self.bn(self.conv(x)))
         return self.head(x.mean((2, 3)))
-
-
-def _loss(model, batches):
-    with torch.no_grad():
-        return sum(float(nn.functional.cross_entropy(model(x), y)) * len(y) for x, y in batches) / sum(
-            len(y) for _, y in batches)
-
-
-def test_layer_oracle_equals_loss_change_of_removing_the_channel():
-    net = _TinyNet().eval()
-    with torch.no_grad():
-        net.bn.running_mean.uniform_(-0.5, 0.5)
-        net.bn.bias.uniform_(-1, 1)
-    g = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(5, 2, 6, 6, generator=g), torch.randint(0, 3, (5,), generator=g)) for _ in range(2)]
-    net.train()  # the oracle must switch to eval itself and restore the mode afterwards
-    oracle = compare.layer_oracle(net, "bn", batches)
-    assert net.training
-    net.eval()
-    base = _loss(net, batches)
-    for c in range(4):
-        # removing channel c == dropping its column of the head (the pool of a zero map is 0)
-        cut = _TinyNet().eval()
-        cut.load_state_dict(net.state_dict())
-        with torch.no_grad():
-            cut.head.weight[:, c] = 0
-        assert oracle[c].item() == pytest.approx(_loss(cut, batches) - base, abs=1e-6)
-
-
-def test_layer_oracle_unknown_module_is_a_clear_error():
-    with pytest.raises(ValueError, match="no module named 'nope'"):
-        compare.layer_oracle(_TinyNet(), "nope", [])
 
 
 def test_sweep_and_aggregate_exact():
@@ -158,22 +126,6 @@ def test_plots_have_titles_and_labelled_axes():
         assert fig.axes[0].get_title() or fig._suptitle is not None
     assert "(%)" in figs[1].axes[0].get_xlabel() and "(%)" in figs[1].axes[0].get_ylabel()
     assert "millions" in figs[2].axes[0].get_xlabel()
-
-
-def test_layer_oracle_fast_path_matches_full_forward_passes_on_a_resnet():
-    from prunekit.models import build_model
-
-    torch.manual_seed(0)
-    net = build_model("resnet8").eval()
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(4, 1, 12, 12, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)]
-    module = net.get_submodule("layer2.0.bn1")
-    slow = compare._hook_losses(net, module, batches, nn.functional.cross_entropy)
-    fast = compare._suffix_losses(net, "layer2.0.bn1", batches, nn.functional.cross_entropy)
-    assert len(fast) == len(slow) == 1 + 32
-    assert fast == pytest.approx(slow, abs=1e-6)
-    # a module fx does not see as one node (a Sequential is traced through) -> hook path
-    assert compare._suffix_losses(net, "layer2", batches, nn.functional.cross_entropy) is None
 
 
 def test_format_table_is_fixed_width_and_formats_columns():

@@ -84,6 +84,83 @@ def test_oracle_is_the_loss_increase_of_removing_a_channel():
     assert abs(float(scores[c]) - float(expected)) < 1e-5
 
 
+class _TinyNet(nn.Module):
+    """conv -> BN -> ReLU -> global pool -> linear: removing channel c == dropping column c
+    of the head (the pool of an all-zero map is 0)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def _mean_loss(model, batches):
+    with torch.no_grad():
+        return sum(float(F.cross_entropy(model(x), y)) * len(y) for x, y in batches) / sum(
+            len(y) for _, y in batches)
+
+
+def test_oracle_equals_the_loss_change_of_a_hand_made_removal():
+    net = _TinyNet()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.bias.uniform_(-1, 1)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(n, 2, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
+               for n in (5, 3)]
+    state = copy.deepcopy(net.state_dict())
+    net.train()   # the oracle works on an eval-mode copy: mode and weights stay as they were
+    scores = importance.oracle(net, "bn", batches)
+    assert net.training and all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    torch.testing.assert_close(importance.oracle(net, "conv", batches), scores)  # same group
+    net.eval()
+    base = _mean_loss(net, batches)
+    for c in range(4):
+        cut = copy.deepcopy(net)
+        with torch.no_grad():
+            cut.head.weight[:, c] = 0
+        assert float(scores[c]) == pytest.approx(_mean_loss(cut, batches) - base, abs=1e-6)
+    with pytest.raises(PruningError, match="no layer called 'nope'"):
+        importance.oracle(net, "nope", batches)
+
+
+def _resnet8():
+    torch.manual_seed(0)
+    return randomise(models.resnet8())
+
+
+def _trained_mobilenet():   # random weights barely react to one channel: use trained ones
+    from prunekit.zoo import load_pretrained
+    return load_pretrained("mobilenetv2_small")
+
+
+@pytest.mark.parametrize("build, layer, size", [
+    (_resnet8, "layer2.0.conv1", 8),                    # a plain conv-BN pair inside a block
+    (_resnet8, "stem.0", 8),                            # residual: stem + every layer1 block
+    (_trained_mobilenet, "features.2.block.0.0", 16),   # expansion conv, BN, depthwise conv, BN
+])
+def test_oracle_fast_path_equals_full_forward_passes(build, layer, size):
+    from prunekit.surgery import mask
+
+    model = build().eval()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 1, size, size, generator=g), torch.randint(0, 10, (8,), generator=g))
+            for _ in range(2)]
+    graph = build_graph(model, data[0][0][:1])
+    group = graph.group_of(layer)
+    fast = importance.group_oracle(model, graph, group, data, batches=2)
+    base = _mean_loss(model, data)
+    full = torch.tensor([_mean_loss(mask(model, graph, {group.index: torch.tensor([c])}), data)
+                         - base for c in range(group.size)])
+    assert fast.shape == (group.size,) and fast.abs().max() > 1e-3
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+
+
 def test_group_score_sums_over_coupled_producers():
     model = models.resnet8()
     graph = build_graph(model, torch.randn(1, 1, 8, 8))
