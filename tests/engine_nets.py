@@ -184,3 +184,18 @@ class HardCodedView(FlattenLinear):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x).view(-1, 12 * 4 * 4)
         return self.fc2(self.drop(F.relu(self.fc1(x))))
+
+
+class TinyConvNet(nn.Module):
+    """conv -> BN -> ReLU -> global pool -> linear, 2 input channels, 4 channels, 3 classes:
+    removing channel c == dropping column c of the head (the pool of an all-zero map is 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from engine_nets import TinyConvNet
 from prunekit import compare
 
 
@@ -49,17 +49,6 @@ def test_rank_agreement_bottom_half_overlap():
     assert "same" in table and "+1.00" in table and "-1.00" in table
 
 
-class _TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(2, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.bn(self.conv(x)))
-        return self.head(x.mean((2, 3)))
 
 
 def test_sweep_and_aggregate_exact():
@@ -87,7 +76,7 @@ def test_noise_floor_and_pareto_front():
 
 
 def test_reinitialize_keeps_architecture_and_forgets_weights():
-    net = _TinyNet()
+    net = TinyConvNet()
     fresh_a = compare.reinitialize(net, seed=3)
     fresh_b = compare.reinitialize(net, seed=3)
     for (name, p), q, r in zip(net.state_dict().items(), fresh_a.state_dict().values(), fresh_b.state_dict().values()):
@@ -102,7 +91,7 @@ def test_train_from_scratch_trains_a_fresh_copy():
     y = (x.mean((1, 2, 3)) > 0).long()
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
-    net = _TinyNet()
+    net = TinyConvNet()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     model = compare.train_from_scratch(net, loader, epochs=2, seed=0, lr=0.1)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # input untouched

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine_nets import randomise
+from engine_nets import TinyConvNet, randomise
 from prunekit import PruningError, importance, models
 from prunekit.graph import build_graph
 
@@ -84,19 +84,6 @@ def test_oracle_is_the_loss_increase_of_removing_a_channel():
     assert abs(float(scores[c]) - float(expected)) < 1e-5
 
 
-class _TinyNet(nn.Module):
-    """conv -> BN -> ReLU -> global pool -> linear: removing channel c == dropping column c
-    of the head (the pool of an all-zero map is 0)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(2, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
 
 
 def _mean_loss(model, batches):
@@ -106,7 +93,7 @@ def _mean_loss(model, batches):
 
 
 def test_oracle_equals_the_loss_change_of_a_hand_made_removal():
-    net = _TinyNet()
+    net = TinyConvNet()
     with torch.no_grad():
         net.bn.running_mean.uniform_(-0.5, 0.5)
         net.bn.bias.uniform_(-1, 1)

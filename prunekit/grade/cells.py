@@ -14,7 +14,7 @@ the answer; inside a test cell, the lines between ``### BEGIN HIDDEN TESTS`` and
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -51,6 +51,29 @@ def points(cell: Any) -> float:
     return float(nbgrader(cell).get("points", 0.0) or 0.0)
 
 
+def replace_blocks(source: str, begin: str, end: str,
+                   replacement: Callable[[str], list[str]]) -> str:
+    """Replace every ``begin`` ... ``end`` block (marker lines included) by
+    ``replacement(indent)``, the lines to put there given the indentation of the ``begin``
+    line. Markers must pair up; a :class:`MarkerError` names the line that does not."""
+    name = begin.removeprefix("### BEGIN ")
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.split("\n"), start=1):
+        stripped = line.strip()
+        if stripped == begin:
+            _expect(not inside, number, f"a second BEGIN {name} before END {name}")
+            inside = True
+            out += replacement(line[: len(line) - len(line.lstrip())])
+        elif stripped == end:
+            _expect(inside, number, f"END {name} without BEGIN {name}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    _expect(not inside, None, f"BEGIN {name} is never closed by END {name}")
+    return "\n".join(out)
+
+
 def strip_solution(source: str, markdown: bool = False) -> str:
     """Replace each BEGIN/END SOLUTION block by the stub, at the block's indentation.
 
@@ -58,40 +81,14 @@ def strip_solution(source: str, markdown: bool = False) -> str:
     """
     if BEGIN_SOLUTION not in source:
         return MARKDOWN_STUB if markdown else "\n".join(STUB)
-    out: list[str] = []
-    inside = False
-    for number, line in enumerate(source.split("\n"), start=1):
-        stripped = line.strip()
-        if stripped == BEGIN_SOLUTION:
-            _expect(not inside, number, "a second BEGIN SOLUTION before END SOLUTION")
-            inside = True
-            indent = line[: len(line) - len(line.lstrip())]
-            out += [indent + MARKDOWN_STUB] if markdown else [indent + s for s in STUB]
-        elif stripped == END_SOLUTION:
-            _expect(inside, number, "END SOLUTION without BEGIN SOLUTION")
-            inside = False
-        elif not inside:
-            out.append(line)
-    _expect(not inside, None, "BEGIN SOLUTION is never closed by END SOLUTION")
-    return "\n".join(out)
+    stub = [MARKDOWN_STUB] if markdown else STUB
+    return replace_blocks(source, BEGIN_SOLUTION, END_SOLUTION,
+                          lambda indent: [indent + line for line in stub])
 
 
 def strip_hidden_tests(source: str) -> str:
     """Remove every BEGIN/END HIDDEN TESTS block, markers included."""
-    out: list[str] = []
-    inside = False
-    for number, line in enumerate(source.split("\n"), start=1):
-        stripped = line.strip()
-        if stripped == BEGIN_HIDDEN:
-            _expect(not inside, number, "a second BEGIN HIDDEN TESTS before END HIDDEN TESTS")
-            inside = True
-        elif stripped == END_HIDDEN:
-            _expect(inside, number, "END HIDDEN TESTS without BEGIN HIDDEN TESTS")
-            inside = False
-        elif not inside:
-            out.append(line)
-    _expect(not inside, None, "BEGIN HIDDEN TESTS is never closed by END HIDDEN TESTS")
-    return "\n".join(out).rstrip("\n")
+    return replace_blocks(source, BEGIN_HIDDEN, END_HIDDEN, lambda indent: []).rstrip("\n")
 
 
 def hidden_line_numbers(source: str) -> set[int]:
