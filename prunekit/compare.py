@@ -231,6 +231,17 @@ def _new_axes(ax=None, figsize=(6, 4)):
     return ax.figure, ax
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str):
+    """Every comparison plot ends the same way: labelled axes, title, legend, light grid."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_rank_scatter(scores: Mapping[str, ArrayLike], oracle: ArrayLike, title: str = "Criterion vs oracle"):
     """One panel per criterion: channel rank by the criterion (x) vs rank by the oracle (y).
 
@@ -265,13 +276,8 @@ def plot_ratio_sweep(summary: Sequence[Mapping], title: str = "Accuracy after pr
         x = np.array([r["ratio"] for r in rows]) * 100 + (i - (len(criteria) - 1) / 2) * 0.6
         ax.errorbar(x, [r["mean"] * scale for r in rows], yerr=[r["std"] * scale for r in rows],
                     marker="o", capsize=3, label=crit)
-    ax.set_xlabel("channels removed per layer (%)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title + (f"  (1 test image = {floor_pp:.1f} pt)" if floor_pp else ""))
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "channels removed per layer (%)", ylabel,
+                   title + (f"  (1 test image = {floor_pp:.1f} pt)" if floor_pp else ""))
 
 
 def plot_pareto(points: Sequence[Mapping], title: str = "Accuracy vs compute",
@@ -288,13 +294,7 @@ def plot_pareto(points: Sequence[Mapping], title: str = "Accuracy vs compute",
     front = pareto_front(costs, accs)
     ax.plot([costs[i] for i in front], [accs[i] for i in front], color="black", lw=1, ls="--",
             label="Pareto front")
-    ax.set_xlabel("MACs per image (millions)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "MACs per image (millions)", "test accuracy (%)", title)
 
 
 def plot_latency(rows: Sequence[Mapping], title: str = "Measured speed-up vs MACs reduction"):
@@ -308,10 +308,5 @@ def plot_latency(rows: Sequence[Mapping], title: str = "Measured speed-up vs MAC
                     xytext=(4, 4), textcoords="offset points")
     hi = max(max(r["macs_ratio"] for r in rows), max(r["latency_ratio"] for r in rows)) * 1.1
     ax.plot([1, hi], [1, hi], color="grey", ls="--", lw=0.8, label="speed-up = MACs reduction")
-    ax.set_xlabel("MACs reduction (dense / pruned, ×)")
-    ax.set_ylabel("measured speed-up (dense / pruned latency, ×)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "MACs reduction (dense / pruned, ×)",
+                   "measured speed-up (dense / pruned latency, ×)", title)
