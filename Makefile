@@ -14,7 +14,7 @@ LAB_ARGS    ?=
 PYTEST      := $(PY) -m pytest
 NBGRADER_SITE := $(VENV)/nbgrader-site
 
-.PHONY: grade lab test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
+.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -34,9 +34,14 @@ lab: venv
 
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps
+	$(VENV)/bin/ruff check .
 	$(PYTEST) tests
 	PYTHONPATH=$(NBGRADER_SITE) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
 	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+
+## Static checks only (the rule set is in pyproject.toml, [tool.ruff]).
+lint: venv
+	$(VENV)/bin/ruff check .
 
 test-unit: venv
 	$(PYTEST) tests -m "not e2e"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -105,7 +105,8 @@ def rank_agreement(scores: Mapping[str, ArrayLike], oracle: ArrayLike) -> list[R
     rows = []
     for name, s in scores.items():
         s = _as_numpy(s)
-        rows.append(RankAgreement(name, spearman(s, truth), kendall(s, truth), _bottom_half_overlap(*_paired(s, truth))))
+        rows.append(RankAgreement(name, spearman(s, truth), kendall(s, truth),
+                                  _bottom_half_overlap(*_paired(s, truth))))
     return rows
 
 

@@ -224,7 +224,10 @@ def make_splits(name: str = "mnist", seed: int = 0, folder: Path | None = None) 
         idx["test"] = np.arange(n_train_all, len(labels))
     else:
         idx = _stratified_indices(labels, spec.n_val, spec.n_test, seed)
-    make = lambda k: TensorDataset(_to_tensor(images[idx[k]], spec), torch.from_numpy(labels[idx[k]]))
+
+    def make(k):
+        return TensorDataset(_to_tensor(images[idx[k]], spec), torch.from_numpy(labels[idx[k]]))
+
     return Splits(make("train"), make("val"), make("test"), spec)
 
 

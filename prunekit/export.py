@@ -19,8 +19,9 @@ model has 32, and loading fails with a size-mismatch error. Two ways out, both h
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

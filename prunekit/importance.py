@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import copy
 from itertools import islice
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -8,8 +8,8 @@ convention, two FLOPs. Papers mix the two; prunekit reports MACs, and
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@ they end with a global average pool before the linear classifier.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -154,7 +154,7 @@ class PruneResult:
     groups: GroupList
     before: dict[str, int]
     after: dict[str, int]
-    plan: "Plan | None" = field(default=None, repr=False)
+    plan: Plan | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         b, a = self.before, self.after

@@ -14,7 +14,8 @@ with ``inplace=False`` (the default) it is never touched at all.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from torch import Tensor, nn
 

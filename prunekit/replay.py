@@ -13,7 +13,8 @@ This is an optimisation, not a lesson: read :mod:`prunekit.importance` first.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -19,7 +19,8 @@ BatchNorm maps a zero input to beta, not 0). Pruned model == masked model, to fl
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -200,8 +201,9 @@ def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: boo
     """Put the new layers in: into ``model`` itself (``inplace``) or into a copy of it.
 
     The copy shares nothing with ``model``: containers are re-created around the new layers,
-    every other layer that owns tensors is deep-copied, the replaced layers are never copied. In place, a failure half-way puts every
-    old layer back: the caller's model is either fully pruned or exactly as before.
+    every other layer that owns tensors is deep-copied, the replaced layers are never copied.
+    In place, a failure half-way puts every old layer back: the caller's model is either
+    fully pruned or exactly as before.
     """
     old = {name: model.get_submodule(name) for name in new}
     if not inplace:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch

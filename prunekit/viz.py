@@ -19,7 +19,7 @@ never calls ``plt.show()``: the notebook (or widget) decides where it goes and c
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

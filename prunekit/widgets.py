@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -106,7 +104,8 @@ def test_plots_have_titles_and_labelled_axes():
         compare.plot_ratio_sweep(compare.aggregate(
             compare.sweep(lambda criterion, ratio, seed: {"accuracy": 0.9}, ["l1"], [0.3, 0.5], [0, 1]),
             "accuracy"), floor_pp=0.1),
-        compare.plot_pareto([{"macs": 2e6, "accuracy": 0.9, "label": "x"}, {"macs": 1e6, "accuracy": 0.95, "label": "y"}]),
+        compare.plot_pareto([{"macs": 2e6, "accuracy": 0.9, "label": "x"},
+                             {"macs": 1e6, "accuracy": 0.95, "label": "y"}]),
         compare.plot_latency([{"label": "50%", "macs_ratio": 3.9, "latency_ratio": 2.6}]),
     ]
     for fig in figs:

@@ -62,7 +62,8 @@ def test_load_with_own_builder_and_reject_foreign_files(pruned_vgg, tmp_path):
     path = save_pruned(pruned_vgg, tmp_path / "p.pt", "my_vgg")
     with pytest.raises(ValueError, match="unknown model 'my_vgg'"):
         load_pruned(path)
-    model = load_pruned(path, builder=lambda in_channels, num_classes: build_model("vgg_small", in_channels, num_classes))
+    model = load_pruned(path, builder=lambda in_channels, num_classes:
+                        build_model("vgg_small", in_channels, num_classes))
     assert model.features[0][1].num_features == 6
     torch.save(pruned_vgg.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a prunekit pruned-model file"):

@@ -43,11 +43,14 @@ def _drop_cells(nb, kind: str):
 def _submissions(solution, exercise, other_exercise, sol_file: Path, out_dir: Path) -> dict[str, object]:
     """name -> notebook (or raw text). Attacks on different tasks share a notebook to save kernels."""
     tampered = tiny.with_solutions(solution, {"tiny-l1": WRONG["tiny-l1"], "test-l1": "pass"})
-    tampered.cells = [c for c in tampered.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("test-double", "test-answer")]
+    tampered.cells = [c for c in tampered.cells
+                      if c.metadata.get("nbgrader", {}).get("grade_id") not in ("test-double", "test-answer")]
     escape = (f"for target in [{str(sol_file)!r}, '../escaped.txt', {str(out_dir / 'grades.csv')!r}]:\n"
-              "    try:\n        open(target, 'w').write('pwned')\n    except OSError:\n        pass\n" + S["tiny-double"])
+              "    try:\n        open(target, 'w').write('pwned')\n    except OSError:\n        pass\n"
+              + S["tiny-double"])
     escape_missing = tiny.with_solutions(solution, {"tiny-double": escape})
-    escape_missing.cells = [c for c in escape_missing.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "tiny-l1"]
+    escape_missing.cells = [c for c in escape_missing.cells
+                            if c.metadata.get("nbgrader", {}).get("grade_id") != "tiny-l1"]
     return {
         "full": solution,
         "blank": exercise,
@@ -58,7 +61,8 @@ def _submissions(solution, exercise, other_exercise, sol_file: Path, out_dir: Pa
             "tiny-l1": "import torch\ntorch.allclose = lambda *a, **k: True\n" + WRONG["tiny-l1"],
             "tiny-answer": f"open({str(sol_file)!r}, 'w').write('pwned')\nanswer = 45"}),
         "stubborn_loop": tiny.with_solutions(solution, {
-            "tiny-l1": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.05)"}),
+            "tiny-l1": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                       "while True:\n    time.sleep(0.05)"}),
         "os_exit": tiny.with_solutions(solution, {"tiny-l1": "import os\nos._exit(0)"}),
         # double: sys.exit(); answer: memory bomb
         "exit_and_bomb": tiny.with_solutions(solution, {

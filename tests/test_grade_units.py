@@ -45,7 +45,8 @@ def test_record_emits_one_display_with_the_encoded_value(monkeypatch):
 def test_encode_keeps_types_apart():
     assert records.encode([1, 1.0, True, None, "s", (2,)]) == [1, {"__float__": 1.0}, True, None, "s", [2]]
     assert records.encode(np.int64(3)) == {"__array__": "int", "shape": [], "data": [3]}
-    assert records.encode({"a": torch.tensor([[True]])}) == {"a": {"__array__": "bool", "shape": [1, 1], "data": [True]}}
+    assert records.encode({"a": torch.tensor([[True]])}) == {
+        "a": {"__array__": "bool", "shape": [1, 1], "data": [True]}}
     with pytest.raises(TypeError, match="cannot encode a object"):
         records.encode(object())
     with pytest.raises(ValueError, match="too many"):
@@ -74,7 +75,8 @@ def test_tensor_and_array_with_the_same_numbers_match_but_shapes_must_agree():
 # ---------------------------------------------------------------- markers and generation
 def test_strip_solution_keeps_indentation_and_code_around():
     src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\nz = 2"
-    assert cells.strip_solution(src) == "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\nz = 2"
+    assert cells.strip_solution(src) == ("def f(x):\n    y = 1\n    # YOUR CODE HERE\n"
+                                         "    raise NotImplementedError()\nz = 2")
     assert cells.strip_solution("x = 1") == "# YOUR CODE HERE\nraise NotImplementedError()"
     with pytest.raises(cells.MarkerError, match="never closed"):
         cells.strip_solution("### BEGIN SOLUTION\nx = 1")
@@ -120,7 +122,8 @@ def test_exercises_folder_is_up_to_date_with_solutions(tmp_path):
     for path in SOLUTIONS:
         committed = REPO / "exercises" / path.name
         assert committed.exists(), f"{committed} missing: run `make exercises`"
-        assert committed.read_bytes() == (tmp_path / path.name).read_bytes(), f"{committed} is stale: run `make exercises`"
+        assert committed.read_bytes() == (tmp_path / path.name).read_bytes(), (
+            f"{committed} is stale: run `make exercises`")
 
 
 @pytest.mark.skipif(not SOLUTIONS, reason="no solution notebooks yet")
@@ -174,17 +177,20 @@ def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the
 # ---------------------------------------------------------------- scoring messages
 def _steps():
     test_src = "assert f(1) == 2, 'f(1) should be 2'\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS"
-    return [autograde.Step("solution", "sol-f", "sol-f"), autograde.Step("test", "test-f", "test-f", test_src, points=2.0)]
+    return [autograde.Step("solution", "sol-f", "sol-f"),
+            autograde.Step("test", "test-f", "test-f", test_src, points=2.0)]
 
 
 def _tb(line: int) -> list[str]:
-    return ["\x1b[0;31mAssertionError\x1b[0m  Traceback", f"Cell \x1b[0;32mIn[3], line {line}\x1b[0m\n----> {line} assert"]
+    return ["\x1b[0;31mAssertionError\x1b[0m  Traceback",
+            f"Cell \x1b[0;32mIn[3], line {line}\x1b[0m\n----> {line} assert"]
 
 
 @pytest.mark.parametrize("test_run, message", [
     (CellRun(1, "ok", records=[{"key": "k", "value": 2}]), "passed"),
     (CellRun(1, "ok", records=[{"key": "k", "value": 3}]), "value of 'k' differs from the expected result"),
-    (CellRun(1, "ok", records=[{"key": "k", "value": 2}, {"key": "k", "value": 3}]), "value of 'k' differs from the expected result"),
+    (CellRun(1, "ok", records=[{"key": "k", "value": 2}, {"key": "k", "value": 3}]),
+     "value of 'k' differs from the expected result"),
     (CellRun(1, "ok"), "value of 'k' was not recorded (the test did not reach it)"),
     (CellRun(1, "error", "AssertionError", "f(1) should be 2", _tb(1)),
      "AssertionError: f(1) should be 2 (in test line 1: `assert f(1) == 2, 'f(1) should be 2'`)"),
@@ -199,15 +205,17 @@ def test_task_messages(test_run, message):
 
 
 def test_a_dependency_failure_is_named_in_the_message():
-    runs = [CellRun(0, "error", "SyntaxError", "invalid syntax"), CellRun(1, "error", "NameError", "name 'f' is not defined")]
+    runs = [CellRun(0, "error", "SyntaxError", "invalid syntax"),
+            CellRun(1, "error", "NameError", "name 'f' is not defined")]
     (task,) = autograde.score(_steps(), runs, {})
     assert task.message == ("SyntaxError: invalid syntax in your code ('sol-f'); "
                             "then the test failed: NameError: name 'f' is not defined")
 
 
 def test_reports_have_the_documented_shape(tmp_path):
-    result = autograde.GradeResult("ex", 2.0, 3.0, [autograde.TaskResult("t1", 2.0, 2.0, True, "passed"),
-                                                     autograde.TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
+    result = autograde.GradeResult("ex", 2.0, 3.0, [
+        autograde.TaskResult("t1", 2.0, 2.0, True, "passed"),
+        autograde.TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
     report.write_gradebook(tmp_path / "g.csv", [("alice", result)], ["t1", "t2"])
     assert list(csv.DictReader(open(tmp_path / "g.csv"))) == [
         {"submission": "alice", "exercise": "ex", "t1": "2", "t2": "0", "total": "2", "max_score": "3", "error": ""}]

@@ -57,7 +57,8 @@ def test_environment_yml_and_pyproject_list_the_same_dependencies():
 def test_ci_runs_the_documented_test_command():
     script = ROOT / ".ci" / "run"
     assert script.stat().st_mode & 0o111, ".ci/run must be executable"
-    commands = [l.strip() for l in script.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    commands = [line.strip() for line in script.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
     assert "make test" in commands
 
 

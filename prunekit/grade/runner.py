@@ -164,7 +164,7 @@ def _kernel_manager(root: Path, work: Path, limits: Limits) -> AsyncKernelManage
     return km
 
 
-async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: "_Watchdog") -> list[CellRun]:
+async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: _Watchdog) -> list[CellRun]:
     runs: list[CellRun] = []
     deadline = time.monotonic() + limits.total_timeout
     stopped = ""  # once set, the kernel is gone and this says why
@@ -187,7 +187,7 @@ async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: "_Watc
     return runs
 
 
-async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: "_Watchdog",
+async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: _Watchdog,
                     recover: float) -> tuple[CellRun, str]:
     """Run one cell; return its record and, if the kernel is gone afterwards, why."""
     client.timeout = timeout
@@ -218,7 +218,7 @@ async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watch
     return run, ""
 
 
-def _memory_run(index: int, watchdog: "_Watchdog") -> CellRun:
+def _memory_run(index: int, watchdog: _Watchdog) -> CellRun:
     return CellRun(index, "memory", detail=watchdog.reason())
 
 

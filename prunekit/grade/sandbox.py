@@ -63,7 +63,7 @@ def usable_user(user: str | None) -> tuple[str | None, str]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return None, str(err)
     if done.returncode != 0:
-        return None, (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]
+        return None, (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     return user, ""
 
 

@@ -34,7 +34,8 @@ TINY_CELLS = [
     ("setup", "import torch\nfrom prunekit.grade import record"),
     ("tiny-double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
     ("test-double", "assert double(2) == 4, 'double(2) should be 4'\nrecord('double_3', double(3))\n"
-                    "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\nrecord('double_list', [double(i) for i in range(5)])\n"
+                    "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n"
+                    "record('double_list', [double(i) for i in range(5)])\n"
                     "### END HIDDEN TESTS", 2.0),
     ("tiny-l1", "def l1_rows(w):\n    \"\"\"L1 norm of every row of a 2-D tensor.\"\"\"\n    ### BEGIN SOLUTION\n"
                 "    return w.abs().sum(dim=1)\n    ### END SOLUTION"),
@@ -74,7 +75,8 @@ def tiny_solution() -> nbformat.NotebookNode:
 def other_solution() -> nbformat.NotebookNode:
     nb = new_notebook(metadata={"prunekit": {"exercise": "ex91_other"}})
     nb.cells = [
-        _cell("def triple(x):\n    ### BEGIN SOLUTION\n    return 3 * x\n    ### END SOLUTION", "other-triple", "solution"),
+        _cell("def triple(x):\n    ### BEGIN SOLUTION\n    return 3 * x\n    ### END SOLUTION",
+              "other-triple", "solution"),
         _cell("from prunekit.grade import record\nrecord('t', triple(7))", "test-triple", "test", 1.0),
     ]
     return nb
