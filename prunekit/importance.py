@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import PruningError
-from .graph import ChannelGraph, Group, build_graph, eval_mode
+from .graph import PRODUCER_ROLES, ChannelGraph, Group, build_graph, eval_mode
+from .modules import PrunedMultiheadAttention
 from .replay import SuffixReplay
 
 __all__ = [
@@ -64,9 +65,17 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 # Per-layer criteria
 # ----------------------------------------------------------------------------------------------
 
+def _row_params(layer: nn.Module) -> tuple[Tensor | None, Tensor | None]:
+    """(weight, bias) with one row per output channel -- for an attention layer, the packed
+    q/k/v projection, one row per head dim."""
+    if isinstance(getattr(layer, "in_proj_weight", None), Tensor):
+        return layer.in_proj_weight, getattr(layer, "in_proj_bias", None)
+    return getattr(layer, "weight", None), getattr(layer, "bias", None)
+
+
 def _filters(layer: nn.Module) -> Tensor:
     """The weight as one row per output channel: conv (out, in/g, kh, kw) -> (out, in/g*kh*kw)."""
-    weight = getattr(layer, "weight", None)
+    weight = _row_params(layer)[0]
     if not isinstance(weight, Tensor) or weight.dim() < 2:
         raise PruningError(f"{type(layer).__name__} has no filter weights to score; pass a "
                            "Conv or Linear layer")
@@ -128,9 +137,10 @@ def _batches(data: Any, batches: int) -> list[tuple[Tensor, Tensor]]:
 
 
 def _scored_layers(model: nn.Module) -> dict[str, nn.Module]:
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
+             nn.MultiheadAttention, PrunedMultiheadAttention)
     return {n: m for n, m in model.named_modules()
-            if isinstance(m, kinds) and isinstance(getattr(m, "weight", None), Tensor)}
+            if isinstance(m, kinds) and isinstance(_row_params(m)[0], Tensor)}
 
 
 def taylor(model: nn.Module, data: Any, batches: int = 4,
@@ -149,12 +159,11 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
     """
     loss_fn = loss_fn or F.cross_entropy
     layers = _scored_layers(model)
-    params = [(name, p) for name, m in layers.items()
-              for p in (m.weight, getattr(m, "bias", None))
+    params = [(name, p) for name, m in layers.items() for p in _row_params(m)
               if isinstance(p, Tensor) and p.requires_grad]
     if not params:
         raise PruningError("taylor needs parameters with requires_grad=True")
-    totals = {name: torch.zeros(m.weight.shape[0], device=m.weight.device)
+    totals = {name: torch.zeros(_row_params(m)[0].shape[0], device=_row_params(m)[0].device)
               for name, m in layers.items()}
     taken = _batches(data, batches)
     with eval_mode(model):
@@ -174,33 +183,34 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
 def group_oracle(model: nn.Module, graph: ChannelGraph, group: Group, data: Any,
                  batches: int = 2, loss_fn: LossFn | None = None) -> Tensor:
     """True loss increase when each channel of ``group`` alone is removed: zeroed everywhere
-    it lives (producer rows and biases, depthwise rows, BN gamma and beta -- the tensor slices
-    :func:`prunekit.surgery.channel_slices` names), so a residual channel goes from every
-    block that writes it. Works on a copy in eval mode; ``batches`` batches of ``data``.
+    it lives (producer rows and biases, depthwise rows, attention q/k/v rows, BN gamma and
+    beta -- the tensor slices :meth:`prunekit.graph.ChannelGraph.zero_slices` names), so a
+    residual channel goes from every block that writes it. Works on a copy of the graph's
+    trace, in eval mode; ``batches`` batches of ``data``.
 
     Cost: one evaluation per channel -- use it to *judge* criteria, not to prune a network.
     An evaluation re-runs only the layers after the group's first layer
     (:class:`prunekit.replay.SuffixReplay`); the result equals full forward passes of the
     masked model.
     """
-    from .surgery import channel_slices  # surgery knows which tensor slices a channel owns
     loss_fn = loss_fn or F.cross_entropy
     taken = _batches(data, batches)
-    scratch = copy.deepcopy(model).eval()
+    scratch = copy.deepcopy(graph.gm).eval()
     scores = torch.zeros(group.size)
-    rows = {m.module: torch.arange(group.size)[:, None] * m.repeat + torch.arange(m.repeat)
-            + m.offset for m in group.members if m.role != "in"}   # channel -> its output rows
+    rows = {m.label if m.module else m.tensor: [m.rows(torch.tensor([c]))
+                                                for c in range(group.size)]
+            for m in group.members if m.role != "in"}            # channel -> its rows
     with torch.no_grad():
         evaluate = SuffixReplay(scratch, rows, taken, loss_fn).loss
         base = evaluate(None)
         for c in range(group.size):
-            slices = channel_slices(scratch, group, torch.tensor([c]))
-            saved = [t[i].clone() for t, i in slices]
-            for t, i in slices:
-                t[i] = 0
+            slices = graph.zero_slices(scratch, group, torch.tensor([c]))
+            saved = [t.index_select(d, i).clone() for t, d, i in slices]
+            for t, d, i in slices:
+                t.index_fill_(d, i, 0)
             scores[c] = evaluate(c) - base
-            for (t, i), old in zip(slices, saved):
-                t[i] = old
+            for (t, d, i), old in zip(slices, saved):
+                t.index_copy_(d, i, old)
     return scores
 
 
@@ -251,14 +261,14 @@ def needs_data(importance: str | Callable) -> bool:
 
 def _sum_members(model: nn.Module, group: Group, roles: tuple[str, ...],
                  layer_score: Callable[[str, nn.Module], Tensor]) -> Tensor:
-    """Sum one per-layer score over the group's members with the given roles."""
+    """Sum one per-layer score over the group's members with the given roles: every row a
+    channel owns adds to that channel (several rows for a flattened channel or a head)."""
     total = torch.zeros(group.size)
     found = False
     for m in group.members:
         if m.role in roles:
-            scores = layer_score(m.module, model.get_submodule(m.module)).detach().float()
-            mine = scores[m.offset: m.offset + group.size * m.repeat].cpu()
-            total += mine.reshape(group.size, m.repeat).sum(dim=1)   # repeat>1: BN1d after flatten
+            scores = layer_score(m.module, model.get_submodule(m.module)).detach().float().cpu()
+            total.index_add_(0, m.units, scores[m.positions])
             found = True
     if not found:
         what = "BatchNorm" if roles == ("bn",) else "conv or linear producer"
@@ -273,7 +283,7 @@ def group_scores(model: nn.Module, graph: ChannelGraph, groups: list[Group],
     """One score per channel for each group (``{group.index: Tensor[group.size]}``), the
     per-layer criterion summed over the group's producers (or BatchNorms). See module doc."""
     crit = criterion_name(importance)
-    producers, bns = ("out", "dw"), ("bn",)
+    producers, bns = PRODUCER_ROLES, ("bn",)
     if callable(crit):
         return {g.index: _sum_members(model, g, producers, lambda _, m: crit(m)) for g in groups}
     if crit == "random":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,15 +31,21 @@ def count_macs(model: nn.Module, example_input: Tensor) -> int:
     """Multiply-accumulates of one forward pass on ``example_input`` (its batch size counts).
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts the matrix-multiply
-    work of convolutions and linear layers (``2 * MACs`` FLOPs each) and ignores the cheap
-    element-wise ops (BatchNorm, ReLU, adds, pooling) -- the usual convention in pruning papers.
+    work of convolutions, linear layers and attention (``2 * MACs`` FLOPs each) and ignores
+    the cheap element-wise ops (BatchNorm, ReLU, adds, pooling) -- the usual convention in
+    pruning papers. Attention is run on its plain-math path while counting: the fused CPU
+    kernels (``nn.MultiheadAttention``'s fast path, flash attention) are invisible to it.
     """
     was_training = model.training
+    fast_path = torch.backends.mha.get_fastpath_enabled()
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), \
+                FlopCounterMode(display=False) as counter:
             model(example_input)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
         model.train(was_training)
     return counter.get_total_flops() // 2
 

@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from .errors import PruningError
-from .graph import ChannelGraph, Group
+from .graph import ChannelGraph, Group, eval_mode
 from .importance import normalise
 from .metrics import count_params
 from .surgery import mask as mask_model
-from .surgery import pruned_modules, removed_outputs, replace_modules
+from .surgery import pruned_modules, pruned_params, replace_modules
 
 __all__ = ["Plan", "PruneResult", "GroupList", "allowed_removals", "select_lowest",
            "local_counts", "global_counts"]
@@ -116,17 +116,23 @@ def _snap_and_top_up(groups: list[Group], counts: dict[int, int], ranked: dict[i
     return counts
 
 
-def select_lowest(scores: Tensor, k: int, blocks: int = 1) -> Tensor:
+def select_lowest(scores: Tensor, k: int, blocks: int = 1,
+                  block_of: Tensor | None = None) -> Tensor:
     """Sorted indices of the ``k`` lowest scores; with ``blocks`` > 1, ``k / blocks`` from each
-    of the equal consecutive blocks (a grouped conv's groups)."""
+    block (``block_of[i]`` is channel i's block; by default equal consecutive blocks, as in
+    a grouped conv's groups)."""
     if k == 0:
         return torch.zeros(0, dtype=torch.long)
     if blocks == 1:
         return torch.sort(torch.sort(scores, stable=True).indices[:k]).values
-    per_block = scores.reshape(blocks, -1)
-    width = per_block.shape[1]
-    picked = torch.sort(per_block, dim=1, stable=True).indices[:, : k // blocks]
-    return torch.sort((picked + torch.arange(blocks)[:, None] * width).flatten()).values
+    if block_of is None:
+        block_of = torch.arange(len(scores)) // (len(scores) // blocks)
+    picked = []
+    for b in range(blocks):
+        members = (block_of == b).nonzero().flatten()
+        order = torch.sort(scores[members], stable=True).indices[: k // blocks]
+        picked.append(members[order])
+    return torch.sort(torch.cat(picked)).values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,18 +192,29 @@ class Plan:
 
     def removed_by_layer(self) -> dict[str, list[int]]:
         """``{layer: removed output indices}``, as ``PruneResult.removed`` will be."""
-        return removed_outputs(self.graph, self.removed)
+        return self.graph.removed_outputs(self.removed)
 
     def apply(self, inplace: bool = False) -> PruneResult:
         """Cut the planned channels. Builds every new layer first, then swaps them in (into
-        a copy, or into ``self.model`` if ``inplace``); a failure leaves the model as it was."""
+        a copy, or into ``self.model`` if ``inplace``); a failure leaves the model as it was.
+
+        Where the model reads a size at run time (``x.view(b, 2, c // 2, h, w)``), the cut
+        model is also run once on the example input and compared with the zero-masked one."""
         if self._spent:
             raise PruningError("this plan was already applied in place; make a new plan")
-        before = {"params": count_params(self.model), "macs": self.graph.count_macs(self.model)}
+        before = {"params": count_params(self.model), "macs": self.graph.count_macs()}
         new = pruned_modules(self.model, self.graph, self.removed)
-        model = replace_modules(self.model, new, inplace)
+        params = pruned_params(self.model, self.graph, self.removed)
+        checks = sorted({node for g, nodes in self.graph.checks.items()
+                         if len(self.removed.get(g, ())) for node in nodes})
+        model = replace_modules(self.model, new, False, params) if checks or not inplace \
+            else None
+        if checks:              # verified on a copy: in place, the model is touched only after
+            _verify(model, self.mask(), self.graph.example_inputs, checks)
+        if inplace:
+            model = replace_modules(self.model, new, True, params)
         self._spent = inplace
-        after = {"params": count_params(model), "macs": self.graph.count_macs(model)}
+        after = {"params": count_params(model), "macs": self.graph.count_macs(self.removed)}
         return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self)
 
     def mask(self) -> nn.Module:
@@ -215,3 +232,22 @@ class Plan:
                 lines.append(f"  group {g.index:>3} {g.name:<28} {g.size:>5} -> "
                              f"{g.size - len(gone):>5}  remove {shown}")
         return "\n".join(lines)
+
+
+def _verify(model: nn.Module, masked: nn.Module, inputs: tuple[Tensor, ...],
+            nodes: list[str]) -> None:
+    """The cut model must compute what the zero-masked one does; if not, refuse."""
+    problem = ""
+    try:
+        with eval_mode(model), eval_mode(masked), torch.no_grad():
+            got, want = model(*inputs), masked(*inputs)
+        scale = max(float(want.abs().max()), 1e-6) if isinstance(want, Tensor) else 1.0
+        if not isinstance(got, Tensor) or got.shape != want.shape or \
+                float((got - want).abs().max()) > 1e-4 * scale:
+            problem = "it computes something else than the zero-masked model"
+    except Exception as e:  # noqa: BLE001 -- a shape error from the model's own forward()
+        problem = f"it fails: {e}"
+    if problem:
+        raise PruningError(f"after the cut, a size that forward() reads at run time does not "
+                           f"follow (nodes {', '.join(nodes)}): {problem}. Compute that size "
+                           "from the tensor being reshaped, or write -1")

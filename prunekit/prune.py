@@ -23,9 +23,9 @@ from .errors import PruningError
 from .graph import ChannelGraph, Group, as_input_tuple, build_graph
 from .importance import criterion_name, group_scores, needs_data
 from .metrics import count_params
-from .plan import Plan, PruneResult, global_counts, local_counts, select_lowest
+from .plan import EPS, Plan, PruneResult, global_counts, local_counts, select_lowest
 
-__all__ = ["prune", "plan", "prune_iteratively"]
+__all__ = ["prune", "plan", "plan_on_graph", "prune_iteratively"]
 
 
 def _check_settings(ratio: float, scope: str, ratios: Mapping[str, float] | None,
@@ -63,15 +63,10 @@ def _names(model: nn.Module, layers: Iterable[str | nn.Module]) -> set[str]:
     return out
 
 
-def _owners(g: Group) -> list[str]:
-    """Layers whose *output* channels are the group's (what a name in ratios/ignore means)."""
-    return [n for n in g.modules() if any(m.module == n and m.role != "in" for m in g.members)]
-
-
 def _targets(graph: ChannelGraph, ratio: float, ratios: Mapping[str, float], ignore: set[str],
              scope: str) -> tuple[dict[int, float], list[Group]]:
     """Split groups into locally pruned ``{group: ratio}`` and globally ranked ones."""
-    known = {n for g in graph.groups for n in _owners(g)}
+    known = {n for g in graph.groups for n in g.owners()}
     for name in [*ratios, *ignore]:
         if name not in known:
             raise PruningError(f"{name!r} is not a layer whose output channels prunekit can "
@@ -79,7 +74,7 @@ def _targets(graph: ChannelGraph, ratio: float, ratios: Mapping[str, float], ign
     local: dict[int, float] = {}
     ranked: list[Group] = []
     for g in graph.groups:
-        owners = _owners(g)
+        owners = g.owners()
         named = {n: ratios[n] for n in owners if n in ratios}
         if len(set(named.values())) > 1:
             raise PruningError(f"conflicting ratios {named} for layers that share one channel "
@@ -109,13 +104,26 @@ def plan(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: f
     _check_settings(ratio, scope, ratios, max_ratio, round_to, importance, data)
     as_input_tuple(example_inputs)
     graph = build_graph(model, example_inputs)
+    return plan_on_graph(model, graph, ratio, importance, scope, ratios, ignore, max_ratio,
+                         round_to, data, loss_fn, batches, seed)
+
+
+def plan_on_graph(model: nn.Module, graph: ChannelGraph, ratio: float = 0.5,
+                  importance: str | Callable[[nn.Module], Tensor] = "l1", scope: str = "local",
+                  ratios: Mapping[str, float] | None = None,
+                  ignore: Iterable[str | nn.Module] = (), max_ratio: float = 0.9,
+                  round_to: int = 1, data: Any = None, loss_fn: Callable | None = None,
+                  batches: int = 4, seed: int = 0) -> Plan:
+    """:func:`plan` on a graph already built from ``model`` (no second trace)."""
+    _check_settings(ratio, scope, ratios, max_ratio, round_to, importance, data)
     local, ranked = _targets(graph, ratio, dict(ratios or {}), _names(model, ignore), scope)
     chosen = [g for g in graph.groups if g.index in local] + ranked
     scores = group_scores(model, graph, chosen, importance, data, batches, loss_fn, seed)
     counts = local_counts([g for g in chosen if g.index in local], local, max_ratio, round_to)
     counts.update(global_counts(ranked, scores, ratio, max_ratio, round_to))
     by_index = {g.index: g for g in chosen}
-    removed = {i: select_lowest(scores[i], k, by_index[i].blocks) for i, k in counts.items() if k}
+    removed = {i: select_lowest(scores[i], k, by_index[i].blocks, by_index[i].block_of)
+               for i, k in counts.items() if k}
     settings = dict(ratio=ratio, importance=importance if isinstance(importance, str) else
                     getattr(importance, "__name__", "callable"), scope=scope, ratios=ratios,
                     max_ratio=max_ratio, round_to=round_to)
@@ -172,13 +180,11 @@ def _accuracy(evaluate: Callable[[nn.Module], Any], model: nn.Module) -> float:
     return float(getattr(out, "accuracy", out))
 
 
-def _group_sizes(model: nn.Module, example_inputs: Any, ignore: Iterable) -> dict[str, int]:
+def _group_sizes(graph: ChannelGraph, skip: set[str]) -> dict[str, int]:
     """Current size of every prunable, not-ignored group, keyed by its first producing layer
     (a name that survives pruning, so steps can be compared with the start)."""
-    graph = build_graph(model, example_inputs)
-    skip = _names(model, ignore)
-    return {g.modules("out")[0]: g.size for g in graph.prunable_groups()
-            if not any(n in skip for n in _owners(g))}
+    return {g.name: g.size for g in graph.prunable_groups()
+            if not any(n in skip for n in g.owners())}
 
 
 def _step_ratios(start: dict[str, int], now: dict[str, int], cumulative: float,
@@ -187,9 +193,9 @@ def _step_ratios(start: dict[str, int], now: dict[str, int], cumulative: float,
     each group (local) or of all groups (global) are gone: rounding never accumulates."""
     if scope == "global":
         total0, total = sum(start.values()), sum(now.values())
-        gone = math.floor(cumulative * total0 + 1e-9) - (total0 - total)
+        gone = math.floor(cumulative * total0 + EPS) - (total0 - total)
         return max(gone, 0) / total, {}
-    return 0.0, {name: max(math.floor(cumulative * n0 + 1e-9) - (n0 - now[name]), 0) / now[name]
+    return 0.0, {name: max(math.floor(cumulative * n0 + EPS) - (n0 - now[name]), 0) / now[name]
                  for name, n0 in start.items()}
 
 
@@ -220,26 +226,28 @@ def prune_iteratively(model: nn.Module, example_inputs: Tensor | tuple[Tensor, .
                            "pass target= and steps=")
     keep = _schedule(target, steps, schedule)
     scope, ignore = prune_kwargs.get("scope", "local"), prune_kwargs.get("ignore", ())
+    skip = _names(model, ignore)
     graph = build_graph(model, example_inputs)
-    start = _group_sizes(model, example_inputs, ignore)
+    start = _group_sizes(graph, skip)
     current, history = model, []
 
-    def record(step: int) -> None:
+    def record(step: int, macs: int) -> None:
         row = {"step": step, "ratio": 1 - keep[step], "params": count_params(current),
-               "macs": graph.count_macs(current)}
+               "macs": macs}
         if evaluate is not None:
             row["accuracy"] = _accuracy(evaluate, current)
         history.append(row)
 
-    record(0)
+    record(0, graph.count_macs())
     for step in range(1, steps + 1):
-        now = start if current is model else _group_sizes(current, example_inputs, ignore)
-        ratio, ratios = _step_ratios(start, now, 1 - keep[step], scope)
-        result = prune(current, example_inputs, ratio=ratio, ratios=ratios,
-                       inplace=current is not model, **prune_kwargs)
+        if current is not model:                    # one trace per step, of the model as it is
+            graph = build_graph(current, example_inputs)
+        ratio, ratios = _step_ratios(start, _group_sizes(graph, skip), 1 - keep[step], scope)
+        result = plan_on_graph(current, graph, ratio=ratio, ratios=ratios,
+                               **prune_kwargs).apply(inplace=current is not model)
         current = result.model
         if fine_tune is not None:
             out = fine_tune(current)
             current = out if isinstance(out, nn.Module) else current
-        record(step)
+        record(step, result.after["macs"])
     return current, history

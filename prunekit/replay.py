@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from .errors import PruningError
-from .graph import trace
 
 __all__ = ["SuffixReplay"]
 
@@ -43,9 +42,9 @@ class SuffixReplay:
     channel is written by every block of a stage, it re-runs the stage from its first block.
     """
 
-    def __init__(self, model: nn.Module, changed: dict[str, Tensor],
+    def __init__(self, gm: torch.fx.GraphModule, changed: dict[str, list[Tensor]],
                  taken: list[tuple[Tensor, Tensor]], loss_fn: LossFn) -> None:
-        self.gm = trace(model)
+        self.gm = gm
         self.loss_fn, self.taken, self.channel_index = loss_fn, taken, changed
         nodes = list(self.gm.graph.nodes)
         hit = {name: [n for n in nodes if _touches(n, name)] for name in changed}
@@ -75,7 +74,7 @@ class SuffixReplay:
         changed_inputs = [a for a in n.all_input_nodes if a in self.downstream]
         rows = self.channel_index[self.roots[n]]
         return not changed_inputs or (_per_channel(self.gm.get_submodule(n.target)) and all(
-            a in self.reused and torch.equal(self.channel_index[self.roots[a]], rows)
+            a in self.reused and _same(self.channel_index[self.roots[a]], rows)
             for a in changed_inputs))
 
     @torch.no_grad()
@@ -127,11 +126,16 @@ class SuffixReplay:
 
 
 def _touches(node: torch.fx.Node, module: str) -> bool:
-    """Does ``node`` run ``module`` (or a leaf containing it) or read one of its tensors?"""
+    """Does ``node`` run ``module`` (or a leaf containing it) or read one of its tensors?
+    (``module`` may also name a parameter: ``blocks.0.gamma``.)"""
     target = node.target if isinstance(node.target, str) else ""
     if node.op == "call_module":
         return target == module or module.startswith(target + ".")
-    return node.op == "get_attr" and target.startswith(module + ".")
+    return node.op == "get_attr" and (target == module or target.startswith(module + "."))
+
+
+def _same(a: list[Tensor], b: list[Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def _downstream(nodes: list[torch.fx.Node], roots: Any) -> set[torch.fx.Node]:

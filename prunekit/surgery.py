@@ -4,16 +4,24 @@ Once a plan says which channels of each group go, every layer becomes a few line
 
 * **Conv2d** ``weight[out, in/groups, kh, kw]``: keep rows (output channels) and columns
   (input channels); ``bias[out]`` follows the rows. A depthwise conv has one row per channel
-  and ``groups`` = channels, so rows and ``groups`` shrink together. A grouped conv loses the
-  same number of rows in each group (its inputs are pinned, see :mod:`prunekit.graph`).
+  (``k`` with a channel multiplier) and ``groups`` = channels, so rows and ``groups`` shrink
+  together. A grouped conv keeps ``groups``: every group keeps the same number of rows and
+  of columns (which columns may differ from group to group).
 * **Linear** ``weight[out, in]``: the same; after ``flatten`` channel ``c`` is the column
   block ``c*H*W .. (c+1)*H*W - 1``.
 * **BatchNorm** ``gamma, beta, running_mean, running_var``: all four follow the channel.
+* **nn.MultiheadAttention**: the rows of the removed heads' q, k and v and the matching
+  columns of the output projection -- in a :class:`~prunekit.modules.PrunedMultiheadAttention`,
+  because ``nn.MultiheadAttention`` cannot have fewer heads than its width allows.
+* **Per-channel parameters** (a layer scale ``gamma``, a position embedding) lose the same
+  entries along their channel axis.
 
 The new modules are plain ``nn.Module`` s (same class, no hooks, no masks), so the pruned model
 is genuinely smaller and faster. ``mask`` is the twin used to *prove* surgery right: it zeroes
 the same channels in a copy (conv / linear rows and biases, BN gamma AND beta, because
 BatchNorm maps a zero input to beta, not 0). Pruned model == masked model, to float precision.
+Which rows, columns and slices a channel owns is the graph's knowledge
+(:meth:`prunekit.graph.ChannelGraph.keep`, :meth:`~prunekit.graph.ChannelGraph.zero_slices`).
 """
 
 from __future__ import annotations
@@ -25,19 +33,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .graph import ChannelGraph, Group
+from .errors import PruningError
+from .graph import ChannelGraph
+from .modules import PrunedMultiheadAttention
 
-__all__ = ["prune_conv", "prune_linear", "prune_batchnorm", "positions", "keep_index",
-           "removed_outputs", "pruned_modules",
-           "replace_modules", "channel_slices", "zero_channels", "mask"]
+__all__ = ["prune_conv", "prune_linear", "prune_batchnorm", "prune_attention",
+           "pruned_modules", "pruned_params", "replace_modules", "zero_channels", "mask"]
+
+Params = dict[tuple[str, str], Tensor]
 
 
 def _shell(module: nn.Module) -> nn.Module:
-    """A shallow copy of a layer with its own dicts (parameters, buffers, hooks), so new
-    tensors can be put in without touching the original."""
+    """A copy of a layer with its own dicts (parameters, buffers, hooks) and its own copies
+    of any child modules, so new tensors can be put in without touching the original."""
     new = module.__class__.__new__(module.__class__)
     new.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else v
                     for k, v in module.__dict__.items()}
+    new._modules = {k: copy.deepcopy(v) for k, v in module._modules.items()}
     return new
 
 
@@ -67,20 +79,41 @@ def _take2(t: Tensor, keep_out: Tensor | None, keep_in: Tensor | None) -> Tensor
     return _take(t, 1, keep_in) if keep_out is None else _take(t, 0, keep_out)
 
 
+def _grouped(weight: Tensor, keep_out: Tensor | None, keep_in: Tensor | None,
+             groups: int, in_channels: int) -> Tensor:
+    """A grouped conv's weight ``(out, in/groups, ...)``: the kept rows, and for each row the
+    kept columns of *its* group (every group keeps as many as the others)."""
+    rows = torch.arange(weight.shape[0]) if keep_out is None else keep_out
+    per_in, per_out = in_channels // groups, weight.shape[0] // groups
+    cols = torch.arange(in_channels) if keep_in is None else keep_in
+    local = [cols[(cols >= b * per_in) & (cols < (b + 1) * per_in)] - b * per_in
+             for b in range(groups)]
+    if len({len(c) for c in local}) != 1:
+        raise PruningError("a grouped conv must keep the same number of inputs in every group")
+    local = torch.stack(local)[rows // per_out]                     # (rows, in/groups kept)
+    return weight.detach()[rows.to(weight.device)[:, None], local.to(weight.device)]
+
+
 @torch.no_grad()
 def prune_conv(conv: nn.Module, keep_out: Tensor | None, keep_in: Tensor | None,
                depthwise: bool = False) -> nn.Module:
     """A copy of ``conv`` keeping output channels ``keep_out`` and input channels ``keep_in``
-    (``None`` = keep all). ``depthwise``: rows ARE channels, ``groups`` shrinks with them."""
+    (``None`` = keep all). ``depthwise``: rows ARE channels, ``groups`` shrinks with them.
+    A grouped conv (``1 < groups``) keeps its ``groups``."""
     new = _shell(conv)
-    weight = _take2(conv.weight, keep_out, None if depthwise else keep_in)
+    if depthwise:
+        weight = _take(conv.weight, 0, keep_out)
+        multiplier = conv.out_channels // conv.in_channels
+        new.in_channels = new.groups = weight.shape[0] // multiplier
+    elif conv.groups > 1:
+        weight = _grouped(conv.weight, keep_out, keep_in, conv.groups, conv.in_channels)
+        new.in_channels = weight.shape[1] * conv.groups
+    else:
+        weight = _take2(conv.weight, keep_out, keep_in)
+        new.in_channels = weight.shape[1]
     _set(new, "weight", weight, conv.weight)
     _set(new, "bias", _take(conv.bias, 0, keep_out), conv.bias)
     new.out_channels = weight.shape[0]
-    if depthwise:
-        new.in_channels = new.groups = weight.shape[0]
-    else:
-        new.in_channels = weight.shape[1] * conv.groups
     return new
 
 
@@ -99,82 +132,76 @@ def prune_linear(linear: nn.Linear, keep_out: Tensor | None, keep_in: Tensor | N
 def prune_batchnorm(bn: nn.Module, keep: Tensor) -> nn.Module:
     """A copy of a BatchNorm keeping channels ``keep``: gamma, beta and running statistics."""
     new = _shell(bn)
+    width = getattr(bn, "num_features", None)
     for name, old in [*bn._parameters.items(), *bn._buffers.items()]:
-        per_channel = old is not None and old.dim() == 1 and len(old) == bn.num_features
+        per_channel = old is not None and old.dim() == 1 and len(old) == width
         _set(new, name, _take(old, 0, keep if per_channel else None), old)  # counter: copied
     new.num_features = len(keep)
     return new
 
 
+@torch.no_grad()
+def prune_attention(attn: nn.Module, keep_in: Tensor | None, keep_heads: Tensor | None,
+                    keep_out: Tensor | None) -> PrunedMultiheadAttention:
+    """An attention layer keeping input features ``keep_in``, the q/k/v rows ``keep_heads``
+    (whole heads) and output features ``keep_out``."""
+    inner_rows = attn.in_proj_weight.shape[0] // 3
+    heads = keep_heads if keep_heads is not None else torch.arange(3 * inner_rows)
+    inner = heads[: len(heads) // 3]                      # q rows = the kept inner features
+    weight = _take2(attn.in_proj_weight, heads, keep_in)
+    out_weight = _take2(attn.out_proj.weight, keep_out, inner)
+    new = PrunedMultiheadAttention(weight.shape[1], len(inner) // attn.head_dim, attn.head_dim,
+                                   out_weight.shape[0], bias=attn.in_proj_bias is not None,
+                                   dropout=attn.dropout, batch_first=attn.batch_first)
+    _set(new, "in_proj_weight", weight, attn.in_proj_weight)
+    _set(new, "in_proj_bias", _take(attn.in_proj_bias, 0, heads), attn.in_proj_bias)
+    _set(new.out_proj, "weight", out_weight, attn.out_proj.weight)
+    _set(new.out_proj, "bias", _take(attn.out_proj.bias, 0, keep_out), attn.out_proj.bias)
+    new.train(attn.training)
+    return new.to(weight.device)
+
+
 # ----------------------------------------------------------------------------------------------
-# From removed group channels to the rows / columns each layer keeps
+# From a plan to new layers and parameters
 # ----------------------------------------------------------------------------------------------
-
-def _kept(size: int, removed: Tensor) -> Tensor:
-    alive = torch.ones(size, dtype=torch.bool)
-    alive[removed] = False
-    return alive.nonzero().flatten()
-
-
-def positions(layout: list[tuple[int, int]], chosen: Mapping[int, Tensor],
-              sizes: Mapping[int, int], default_all: bool) -> Tensor:
-    """Where ``chosen`` channels of each group sit along one layer dimension made of
-    ``(group, repeat)`` segments. A group missing from ``chosen`` contributes all its channels
-    (``default_all``) or none. ``repeat`` > 1 (after flatten) turns channel ``c`` into the
-    feature block ``c*repeat .. c*repeat + repeat - 1``."""
-    parts, offset = [torch.zeros(0, dtype=torch.long)], 0
-    for g, rep in layout:
-        channels = chosen.get(g)
-        if channels is None and default_all:
-            channels = torch.arange(sizes[g])
-        if channels is not None:
-            if rep > 1:
-                channels = (channels[:, None] * rep + torch.arange(rep)).flatten()
-            parts.append(channels + offset)
-        offset += sizes[g] * rep
-    return torch.cat(parts)
-
-
-def keep_index(layout: list[tuple[int, int]], kept: Mapping[int, Tensor],
-               sizes: Mapping[int, int]) -> Tensor | None:
-    """Indices to keep along one layer dimension, or ``None`` if none of its groups loses a
-    channel (``kept`` holds the surviving channels of the groups that do)."""
-    if not any(g in kept for g, _ in layout):
-        return None
-    return positions(layout, kept, sizes, default_all=True)
-
-
-def removed_outputs(graph: ChannelGraph, removed: Mapping[int, Tensor]) -> dict[str, list[int]]:
-    """``{layer: sorted removed output-channel indices}`` for every layer that loses any."""
-    sizes = {g.index: g.size for g in graph.groups}
-    live = {g: r for g, r in removed.items() if len(r)}
-    report = {}
-    for name, dims in graph.layouts.items():
-        gone = positions(dims.get("out", []), live, sizes, default_all=False)
-        if len(gone):
-            report[name] = sorted(gone.tolist())
-    return report
-
 
 def pruned_modules(model: nn.Module, graph: ChannelGraph,
                    removed: Mapping[int, Tensor]) -> dict[str, nn.Module]:
     """New versions of every layer that loses rows or columns (the model is not touched)."""
-    sizes = {g.index: g.size for g in graph.groups}
-    kept = {g: _kept(sizes[g], r) for g, r in removed.items() if len(r)}
+    keep = graph.keep(removed)
     new: dict[str, nn.Module] = {}
-    for name, dims in graph.layouts.items():
-        keep_out = keep_index(dims.get("out", []), kept, sizes)
-        keep_in = keep_index(dims.get("in", []), kept, sizes)
-        if keep_out is None and keep_in is None:
+    for name, dims in keep.items():
+        kind, layer = graph.kinds[name], model.get_submodule(name)
+        if kind == "mha":
+            out = keep.get(f"{name}.out_proj", {}).get("out")
+            if any(k is not None for k in (dims.get("in"), dims.get("heads"), out)):
+                new[name] = prune_attention(layer, dims.get("in"), dims.get("heads"), out)
             continue
-        layer, kind = model.get_submodule(name), graph.kinds[name]
+        keep_out, keep_in = dims.get("out"), dims.get("in")
+        if kind == "mha_out" or (keep_out is None and keep_in is None):
+            continue
         if kind == "bn":
             new[name] = prune_batchnorm(layer, keep_out)
         elif kind == "linear":
             new[name] = prune_linear(layer, keep_out, keep_in)
         else:
             new[name] = prune_conv(layer, keep_out, keep_in, depthwise=kind == "dwconv")
+    _refuse_nested(new)
     return new
+
+
+def pruned_params(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> Params:
+    """New versions of every per-channel parameter that loses entries."""
+    return {(owner, name): _take(getattr(model.get_submodule(owner), name), axis, kept)
+            for (owner, name), (axis, kept) in graph.keep_params(removed).items()}
+
+
+def _refuse_nested(new: Mapping[str, nn.Module]) -> None:
+    for name in new:
+        inner = [other for other in new if other.startswith(name + ".")]
+        if inner:
+            raise PruningError(f"'{name}' and the layer '{inner[0]}' inside it both change; "
+                               "prunekit cuts leaf layers only")
 
 
 def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -190,58 +217,62 @@ def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     if module._parameters or module._buffers or any(
             isinstance(v, Tensor) for v in module.__dict__.values()):
         return copy.deepcopy(module, memo)
-    shell = _shell(module)
+    shell = module.__class__.__new__(module.__class__)
+    shell.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else v
+                      for k, v in module.__dict__.items()}
     memo[id(module)] = shell
     for name, child in module._modules.items():
         shell._modules[name] = None if child is None else _copy_tree(child, memo)
     return shell
 
 
-def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: bool) -> nn.Module:
-    """Put the new layers in: into ``model`` itself (``inplace``) or into a copy of it.
+def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: bool,
+                    params: Params | None = None) -> nn.Module:
+    """Put the new layers and parameters in: into ``model`` itself (``inplace``) or into a
+    copy of it.
 
     The copy shares nothing with ``model``: containers are re-created around the new layers,
     every other layer that owns tensors is deep-copied, the replaced layers are never copied.
-    In place, a failure half-way puts every old layer back: the caller's model is either
-    fully pruned or exactly as before.
+    In place, a failure half-way puts every old layer and parameter back: the caller's model
+    is either fully pruned or exactly as before.
     """
+    params = params or {}
     old = {name: model.get_submodule(name) for name in new}
     if not inplace:
-        return _copy_tree(model, {id(old[n]): m for n, m in new.items()})
+        target = _copy_tree(model, {id(old[n]): m for n, m in new.items()})
+        for (owner, name), value in params.items():
+            layer = target.get_submodule(owner)
+            _set(layer, name, value, getattr(layer, name))
+        return target
+    old_params = {key: getattr(model.get_submodule(key[0]), key[1]) for key in params}
     done: list[str] = []
     try:
         for name, module in new.items():
             _swap(model, name, module)
             done.append(name)
+        for (owner, name), value in params.items():
+            _set(model.get_submodule(owner), name, value, old_params[(owner, name)])
     except BaseException:
         for name in done:
             _swap(model, name, old[name])
+        for (owner, name), value in old_params.items():
+            model.get_submodule(owner)._parameters.pop(name, None)
+            model.get_submodule(owner)._buffers.pop(name, None)
+            _restore(model.get_submodule(owner), name, value)
         raise
     return model
+
+
+def _restore(layer: nn.Module, name: str, value: Tensor) -> None:
+    if isinstance(value, nn.Parameter):
+        layer._parameters[name] = value
+    else:
+        layer._buffers[name] = value
 
 
 # ----------------------------------------------------------------------------------------------
 # The zero-mask twin
 # ----------------------------------------------------------------------------------------------
-
-def channel_slices(model: nn.Module, group: Group, channels: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """``(tensor, index)`` pairs that, set to zero, make ``channels`` of ``group`` zero
-    everywhere: producer rows and biases, depthwise rows, BN gamma and beta (or, for a BN
-    without affine parameters, its running mean so that it maps 0 to 0 in eval mode)."""
-    slices = []
-    for m in group.members:
-        if m.role == "in":
-            continue
-        layer = model.get_submodule(m.module)
-        index = (channels[:, None] * m.repeat + torch.arange(m.repeat)).flatten() + m.offset
-        affine = getattr(layer, "weight", None) is not None
-        names = ("weight", "bias") if affine else ("running_mean",)
-        for name in names:
-            t = getattr(layer, name, None)
-            if isinstance(t, Tensor):
-                slices.append((t.data, index))
-    return slices
-
 
 @torch.no_grad()
 def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> None:
@@ -249,8 +280,8 @@ def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, T
     for group in graph.groups:
         channels = removed.get(group.index)
         if channels is not None and len(channels):
-            for t, index in channel_slices(model, group, channels):
-                t[index] = 0
+            for t, dim, index in graph.zero_slices(model, group, channels):
+                t.index_fill_(dim, index.to(t.device), 0)
 
 
 def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> nn.Module:

@@ -128,6 +128,7 @@ def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
     comparability is what network slimming relies on."""
     from .graph import build_graph
     from .importance import group_scores
+    from .plan import EPS
 
     if not 0.0 <= ratio < 1.0 or not 0.0 < max_ratio <= 1.0:
         raise ValueError(f"slimming_ratios: need 0 <= ratio < 1 and 0 < max_ratio <= 1, got {ratio}, {max_ratio}")
@@ -136,9 +137,9 @@ def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
     scores = group_scores(model, graph, groups, "bn_scale")
     everything = torch.cat([scores[g.index] for g in groups])
     owner = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
-    lowest = everything.argsort(stable=True)[: int(ratio * everything.numel() + 1e-9)]
+    lowest = everything.argsort(stable=True)[: int(ratio * everything.numel() + EPS)]
     below = torch.bincount(owner[lowest], minlength=len(groups)).tolist()
-    return {g.name: min(k, math.floor(max_ratio * g.size + 1e-9)) / g.size for g, k in zip(groups, below)}
+    return {g.name: min(k, math.floor(max_ratio * g.size + EPS)) / g.size for g, k in zip(groups, below)}
 
 
 def explore_slimming(model: nn.Module, ratio: float, example_input: Tensor, loader: Iterable,

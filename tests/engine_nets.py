@@ -143,8 +143,6 @@ class BiasShift(_Base):
 
 UNSUPPORTED = {
     RollNet: "roll",
-    ShuffleNet: "view",
-    SigmoidGate: "sigmoid",
     SigmoidAct: "Sigmoid",
     BiasShift: "add",
 }

@@ -12,7 +12,7 @@ import torch
 
 import prunekit
 from engine_nets import (FlattenBN1d, FlattenLinear, GroupedConvNet, OptionAShortcut,
-                         TwoBranchConcat, randomise)
+                         ShuffleNet, SigmoidGate, TwoBranchConcat, randomise)
 from prunekit import models
 from prunekit.metrics import count_macs, count_params
 
@@ -25,9 +25,12 @@ FAMILIES = {
     "flatten_bn1d": FlattenBN1d,
     "grouped_conv": GroupedConvNet,
     "option_a_shortcut": OptionAShortcut,
+    "channel_shuffle": ShuffleNet,
+    "sigmoid_gate": SigmoidGate,
 }
 # Groups with no BatchNorm cannot be scored by |gamma|; bn_scale runs leave them alone.
-NO_BN = {"two_branch_concat": ["head"], "flatten_linear": ["fc1"]}
+NO_BN = {"two_branch_concat": ["head"], "flatten_linear": ["fc1"], "channel_shuffle": ["conv"],
+         "sigmoid_gate": ["conv"]}
 
 
 def _data(seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,7 +9,7 @@ from torch import nn
 from engine_nets import (UNSUPPORTED, FlattenLinear, GroupedConvNet, HardCodedView,
                          OptionAShortcut, TwoBranchConcat, randomise)
 from prunekit import PruningError, models
-from prunekit.graph import Member, build_graph
+from prunekit.graph import build_graph
 from prunekit.metrics import count_macs
 
 X = torch.randn(1, 1, 8, 8)
@@ -54,18 +54,26 @@ def test_depthwise_shares_the_group_of_its_input():
     assert graph.kinds["features.2.block.1.0"] == "dwconv"
 
 
+def _member(group, module, role):
+    return next(m for m in group.members if m.module == module and m.role == role)
+
+
 def test_concat_offsets():
     graph = build_graph(TwoBranchConcat(), X)
-    right = graph.group_of("right")
-    assert Member("bn", "bn", offset=6) in right.members
-    assert Member("head", "in", offset=6) in right.members
-    assert graph.layouts["head"]["in"] == [(graph.group_of("left").index, 1), (right.index, 1)]
+    left, right = graph.group_of("left"), graph.group_of("right")
+    assert _member(right, "bn", "bn").positions.tolist() == list(range(6, 16))
+    assert _member(right, "head", "in").units.tolist() == list(range(10))
+    ids = graph.dims["head"]["in"]                    # the global channel id at each column
+    assert ids.tolist() == [left.base + c for c in range(6)] + [right.base + c for c in range(10)]
 
 
 def test_flatten_makes_feature_blocks():
     graph = build_graph(FlattenLinear(), X)
     last_conv = graph.group_of("features.2.0")
-    assert Member("fc1", "in", offset=0, repeat=16) in last_conv.members  # 12 channels x 4x4
+    fc1 = _member(last_conv, "fc1", "in")                 # 12 channels x 4x4 features
+    assert fc1.positions.tolist() == list(range(192))
+    assert fc1.units.tolist() == [c for c in range(12) for _ in range(16)]
+    assert "fc1 (x16 each)" in str(last_conv)
 
 
 def test_hard_coded_view_width_pins_the_channels():
@@ -74,9 +82,10 @@ def test_hard_coded_view_width_pins_the_channels():
     assert graph.group_of("features.0.0").prunable
 
 
-def test_grouped_conv_pins_inputs_and_blocks_outputs():
+def test_grouped_conv_cuts_inputs_and_outputs_in_equal_blocks():
     graph = build_graph(GroupedConvNet(), X)
-    assert "grouped conv 'grouped.0'" in graph.group_of("stem.0").pinned
+    stem = graph.group_of("stem.0")                       # the grouped conv's input
+    assert stem.prunable and stem.blocks == 4 and stem.block_of.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     out = graph.group_of("grouped.0")
     assert out.prunable and out.blocks == 4 and out.size == 16
     assert _members(out, "dw") == ["depthwise.0"]
@@ -96,7 +105,7 @@ def test_unsupported_ops_are_refused_by_name(cls):
     assert "cannot prune through node" in str(info.value)
 
 
-def test_broadcast_multiply_is_refused():
+def test_broadcast_gate_unites_its_channels_with_the_gated_ones():
     class Scale(nn.Module):
         def __init__(self):
             super().__init__()
@@ -106,8 +115,23 @@ def test_broadcast_multiply_is_refused():
         def forward(self, x):
             return self.fc((self.a(x) * self.b(x).mean((2, 3), keepdim=True)).mean((2, 3)))
 
-    with pytest.raises(PruningError, match="broadcasts"):
-        build_graph(Scale(), X)
+    graph = build_graph(Scale(), X)
+    assert graph.group_of("a") is graph.group_of("b") and graph.group_of("a").prunable
+
+
+def test_one_channel_broadcast_over_channels_is_pinned_not_united():
+    class SpatialGate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 1), nn.Conv2d(1, 1, 1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc((self.a(x) * torch.sigmoid(self.b(x))).mean((2, 3)))
+
+    graph = build_graph(SpatialGate(), X)
+    assert graph.group_of("a").prunable and graph.group_of("a").size == 4
+    assert "broadcast across the channels" in graph.group_of("b").pinned
 
 
 def test_wrong_input_shape_and_untraceable_model():
@@ -137,7 +161,7 @@ def test_tracing_changes_nothing():
 def test_traced_macs_equal_flop_counter(build):
     model = build()
     x = torch.randn(2, 1, 8, 8)
-    assert build_graph(model, x).count_macs(model) == count_macs(model, x)
+    assert build_graph(model, x).count_macs() == count_macs(model, x)
 
 
 def test_groups_print_for_teaching():

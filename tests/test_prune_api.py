@@ -70,7 +70,7 @@ def test_resnet_mobilenet_grouped_exact_counts():
     assert dw.groups == dw.in_channels == dw.out_channels == 32
     g = prunekit.prune(GroupedConvNet(), X, ratio=0.5).model
     assert g.grouped[0].groups == 4 and g.grouped[0].out_channels == 8
-    assert g.grouped[0].in_channels == 8                # pinned inputs
+    assert g.grouped[0].in_channels == 4                # inputs cut equally: 1 of 2 per group
 
 
 def test_ratio_zero_removes_nothing():

@@ -1,0 +1,143 @@
+"""Which channels must be cut together? From a model to *coupled channel groups*.
+
+Removing output channel ``c`` of a convolution is never a local edit. The channel lives on
+in every tensor that carries it, so we must also cut
+
+* the BatchNorm that normalises it (``gamma[c]``, ``beta[c]``, running statistics),
+* the *input* column ``c`` of every layer that reads it (the next conv, or the block of
+  ``H*W`` features it becomes after ``flatten`` in front of a linear layer), and
+* every other layer whose output is *added* to it: in a ResNet stage all blocks add into one
+  running tensor, so the stem, every ``conv2`` and every projection shortcut share ONE set of
+  channels (Li et al., 2017, "Pruning Filters for Efficient ConvNets", section 3.3).
+
+We find these sets by tracing the model once with ``torch.fx`` (in eval mode) and running
+the traced graph on an example input, so every tensor's shape is known. Every tensor gets a
+:class:`~prunekit.graph.flow.Flow`: which channel sits at each position -- along whatever
+axis the channels are (channels-first, channels-last, tokens, attention heads) -- and whether
+the value would be exactly zero if that channel were removed.
+
+The promise: **pruning = zeroing, or refuse.** A pruned model computes exactly what the dense
+model computes with the removed channels set to zero (``Plan.mask()``; the tests check it for
+every architecture). Every rule below keeps that promise:
+
+=============================  ===========================================================
+conv / linear                  create a fresh set of channels (output rows); read their
+                               input's channels (input columns)
+BatchNorm, f(0)=0 activations, the same channels pass through
+pooling, dropout, drop path
+depthwise conv                 output channel c IS input channel c (``groups`` shrinks)
+grouped conv                   inputs and outputs cut in equal numbers per group
+``a + b``, ``a * b``           channel c of a and of b become one channel (residual adds)
+``x * sigmoid(s)`` (a gate)    exact: channel c of x is 0, so the product is, whatever the
+                               gate (squeeze-and-excitation); sigmoid, softmax, ``x + 1``
+                               are allowed only where such a zero multiplies them
+``gamma * x``, ``x + pos``     the per-channel parameter is cut with its channels
+``torch.cat`` / split / chunk  concatenated layouts (offsets); equal pieces keep equal sizes
+reshape, permute, ``x[:, i]``  followed exactly; a size written as a constant in forward()
+                               cannot shrink, so what it holds is pinned (write -1)
+LayerNorm, GroupNorm           pin the channels they normalise together (removing one
+                               changes the others' statistics); the MLP inside is free
+attention                      whole heads (q, k, v rows + output columns) are the units
+model input / model output     pinned (the output keeps its classes unless named in ratios)
+anything else                  refused with :class:`~prunekit.PruningError` -- unless every
+                               channel it sees is pinned anyway (then nothing changes)
+=============================  ===========================================================
+
+A *group* (:class:`Group`) is every channel created together, with every layer that
+produces it (cuts output rows), normalises it, passes it through (depthwise) or reads it
+(cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.atoms` (union-find),
+:mod:`.flow` (per-tensor labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one
+module per op family), :mod:`.collect` (atoms -> groups), :mod:`.model` (the result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..errors import PruningError
+from ..modules import PrunedMultiheadAttention
+from .collect import collect
+from .model import PRODUCER_ROLES, ROLE_TEXT, ChannelGraph, Group, MacSite, Member
+from .rules import FUNCTIONS, MODULES, QUALIFIED, opaque
+from .tracer import ChannelTracer
+
+__all__ = ["Member", "Group", "ChannelGraph", "MacSite", "build_graph", "trace", "eval_mode",
+           "as_input_tuple", "ROLE_TEXT", "PRODUCER_ROLES"]
+
+
+class eval_mode:
+    """Context manager: every module in eval mode inside, each one's own flag restored after.
+
+    Tracing and importance scoring must not touch BatchNorm running statistics, and restoring
+    ``model.train()`` wholesale would lose per-module choices (e.g. a frozen BN in eval)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.flags: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> nn.Module:
+        self.flags = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for m, flag in self.flags:
+            m.training = flag
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with prunekit's own pruned attention layer kept as one node."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, PrunedMultiheadAttention) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx`` trace of ``model`` in eval mode (so stochastic depth / drop path, which
+    branch on ``self.training`` in Python, trace as the identity), with an error message a
+    student can act on."""
+    try:
+        with eval_mode(model):
+            graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
+    except Exception as e:  # noqa: BLE001 -- fx raises many types; all mean the same here
+        raise PruningError(
+            f"torch.fx could not trace {type(model).__name__}: {e}. prunekit needs a forward() "
+            "without Python control flow that depends on tensor values") from e
+
+
+def as_input_tuple(example_inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Accept one example tensor or a tuple/list of them; refuse anything else."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not inputs or not all(isinstance(t, Tensor) for t in inputs):
+        raise PruningError("example_inputs must be a tensor shaped like one batch of real input, "
+                           f"e.g. torch.randn(1, 3, 32, 32); got {type(example_inputs).__name__}")
+    return tuple(inputs)
+
+
+def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> ChannelGraph:
+    """Trace ``model`` once on ``example_inputs`` and return its coupled channel groups.
+
+    The model is traced and run in eval mode under ``torch.no_grad()`` (no BatchNorm
+    statistic changes); every module's train/eval flag is restored afterwards.
+    """
+    if not isinstance(model, nn.Module):
+        raise PruningError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_input_tuple(example_inputs)
+    gm = trace(model)
+    tracer = ChannelTracer(gm, MODULES, FUNCTIONS, QUALIFIED, opaque)
+    with eval_mode(gm), torch.no_grad():
+        try:
+            tracer.run(*inputs)
+        except PruningError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- a shape mismatch surfaces as many types
+            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+            raise PruningError(
+                f"running the model on example input(s) of shape {shapes} failed: {e}. Pass "
+                "an example input shaped like one real batch, e.g. torch.randn(1, C, H, W) "
+                "with the channels and size the model was built for") from e
+    return collect(tracer, gm, inputs)

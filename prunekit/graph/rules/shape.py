@@ -1,0 +1,431 @@
+"""Rules for ops that move values without computing: reshape, permute, cat, split, indexing.
+
+The tracer runs the op itself on the channel labels, so it always knows where every channel
+went -- channels-first or channels-last, flattened in front of a linear layer, split into
+attention heads, interleaved by a channel shuffle. What needs a rule is *whether the same
+op, applied to the smaller tensor of the pruned model, still puts every channel where the
+zero-masked model has it*. Sizes written in ``forward()`` decide that:
+
+* ``-1`` (inferred) or a size read from the tensor itself (``x.size(1) // 2``) shrinks with
+  the cut: fine. (Sizes read at run time are also re-checked when a plan is applied.)
+* A constant (``view(-1, 512 * 7 * 7)``, ``reshape(B, N, 3, 8, 64)``, ``torch.split(x, 32)``,
+  ``x[:, :16]``) cannot change, so the channels laid along that axis must not change the
+  axis' length: they are **pinned** -- or, when another axis of the same reshape can shrink
+  (a channel shuffle's ``view(N, 2, C // 2, H, W)``), the values along the constant axis are
+  united into one channel, so a cut removes whole slices of the shrinking axis.
+* ``torch.cat`` along channels concatenates their layouts (offsets); ``chunk`` / ``unbind``
+  and equal splits along channels make position ``i`` of every piece one channel, so the
+  pieces keep equal sizes (a ShuffleNetV2 unit, a CSP block).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..flow import Flow
+from ..tracer import ChannelTracer, fn_name
+from .pointwise import Operand, combine
+
+__all__ = ["FUNCTIONS", "MODULES"]
+
+
+def _source(tr: ChannelTracer, n: fx.Node) -> tuple[fx.Node, Flow]:
+    src = n.args[0] if n.args else next(iter(n.kwargs.values()))
+    flow = tr.flow(src)
+    if flow is None:
+        raise tr.refuse(n, "its channel-carrying input is not its first argument")
+    return src, flow
+
+
+def _moved(tr: ChannelTracer, n: fx.Node, src: fx.Node, flow: Flow) -> tuple[Tensor, Tensor]:
+    """Labels and flags after running the op on them (at the tensor's real shape)."""
+    labels, zero = tr.full(flow, tr.shape(src))
+    return tr.replay(n, {src: labels}), tr.replay(n, {src: zero})
+
+
+# -- axis permutations: no constraint ---------------------------------------------------------
+def permute(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """permute / transpose / movedim: the channel axis moves with the data."""
+    src, flow = _source(tr, n)
+    f = tr.aligned(flow, len(tr.shape(src)))
+    swap = {src: f.labels}
+    return Flow(tr.replay(n, swap), tr.replay(n, {src: f.zero}), flow.why)
+
+
+def unsqueeze_squeeze(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """Add or drop axes of real size 1 (the stored labels are size 1 there too)."""
+    args, kwargs = tr.concrete(n)
+    src, flow = _source(tr, n)
+    shape = tr.shape(src)
+    f = tr.aligned(flow, len(shape))
+    dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if fn_name(n).startswith("unsqueeze"):
+        d = dims % (len(shape) + 1)
+        return Flow(f.labels.unsqueeze(d), f.zero.unsqueeze(d), flow.why)
+    dims = range(len(shape)) if dims is None else ([dims] if isinstance(dims, int) else dims)
+    gone = sorted({d % len(shape) for d in dims if shape[d] == 1}, reverse=True)
+    labels, zero = f.labels, f.zero
+    for d in gone:
+        labels, zero = labels.squeeze(d), zero.squeeze(d)
+    return Flow(labels, zero, flow.why)
+
+
+def expand(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """expand / repeat / tile: broadcast, or tile positions (a constant count per axis)."""
+    src, flow = _source(tr, n)
+    f = tr.aligned(flow, out.dim())
+    if fn_name(n) in ("expand", "expand_as", "broadcast_to"):
+        return f
+    labels, zero = _moved(tr, n, src, flow)
+    return tr.compressed(labels, zero, flow.why)
+
+
+def flip(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    src, flow = _source(tr, n)
+    labels, zero = _moved(tr, n, src, flow)
+    return tr.compressed(labels, zero, flow.why)
+
+
+def roll(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """torch.roll along channels moves channel c to c + k: after a cut, k counts other
+    channels. Along other dims (Swin's shifted windows) it is harmless."""
+    args, kwargs = tr.concrete(n)
+    src, flow = _source(tr, n)
+    f = tr.aligned(flow, out.dim())
+    dims = kwargs.get("dims", args[2] if len(args) > 2 else None)
+    dims = range(out.dim()) if dims is None else ([dims] if isinstance(dims, int) else dims)
+    if any(f.labels.shape[d % out.dim()] > 1 for d in dims):
+        tr.require_pinned(f.labels, n, "it rolls the channel dimension (channel c moves by a "
+                          "constant number of positions, which a cut changes)", m)
+    return f
+
+
+# -- reshape ----------------------------------------------------------------------------------
+def reshape(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """view / reshape / flatten / unflatten: see the module doc for the constraint."""
+    src, flow = _source(tr, n)
+    labels, zero = _moved(tr, n, src, flow)
+    labels, zero = labels.reshape(out.shape), zero.reshape(out.shape)
+    roots = tr.roots(labels)
+    tracked = [d for d in range(out.dim()) if not _constant_along(roots, d)]
+    kinds = {d: _size_kind(tr, n, m, d, labels) for d in tracked}
+    dynamic = [d for d in tracked if kinds[d] != "fixed"]
+    fixed = [d for d in tracked if kinds[d] == "fixed"]
+    if fixed and len(dynamic) != 1:
+        where = f"'{n.name}'" if m is None else f"'{n.target}'"
+        tr.atoms.pin(labels, f"width hard-coded in {where} ({_shape_text(tr, n, out)}: a "
+                     "constant in forward() cannot shrink; write -1 there)")
+    elif fixed:
+        for d in fixed:                   # the constant axis keeps its length: unite along it
+            tr.atoms.union_pairs(labels, labels.narrow(d, 0, 1))
+    for d in dynamic:
+        if kinds[d] == "read":
+            tr.check(n, labels)
+    return tr.compressed(labels, zero, flow.why)
+
+
+def _constant_along(labels: Tensor, d: int) -> bool:
+    return labels.shape[d] == 1 or bool((labels == labels.narrow(d, 0, 1)).all())
+
+
+def _shape_text(tr: ChannelTracer, n: fx.Node, out: Tensor) -> str:
+    return f"{tuple(tr.shape(n.args[0]))} -> {tuple(out.shape)}"
+
+
+def _size_kind(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int,
+               labels: Tensor) -> str:
+    """How output dim ``d``'s size is written: "inferred" (-1, or kept from the input by
+    flatten), "read" (computed at run time from the shape of a tensor with the same
+    channels) or "fixed" (a constant, or read from a tensor that the cut does not shrink)."""
+    entry = _target_entry(tr, n, m, d)
+    if entry == "inferred" or entry == -1:
+        return "inferred"
+    if isinstance(entry, int):
+        return "fixed"
+    mine = set(tr.roots(labels).unique().tolist())
+    for node, axis in entry:
+        src_flow = tr.flow(node)
+        if src_flow is None:
+            continue
+        f = tr.aligned(src_flow, len(tr.shape(node)))
+        if f.labels.shape[axis] > 1 and set(tr.roots(f.labels).unique().tolist()) == mine:
+            return "read"
+    return "fixed"
+
+
+def _target_entry(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int) -> Any:
+    """What sets output dim ``d``: "inferred", an int literal, or the size sources (a set of
+    (tensor node, dim)) of a size computed in forward()."""
+    name = fn_name(n) if m is None else type(m).__name__.lower()
+    args, kwargs = n.args, n.kwargs
+    if name == "flatten":
+        return "inferred"
+    if name == "unflatten":
+        in_dims = len(tr.shape(args[0]))
+        dim = (m.dim if m is not None else kwargs.get("dim", args[1])) % in_dims
+        sizes = m.unflattened_size if m is not None else kwargs.get("sizes", args[2])
+        return _entry(tr, sizes[d - dim]) if dim <= d < dim + len(sizes) else "inferred"
+    if name in ("view_as", "reshape_as"):
+        return frozenset({(args[1], d)})
+    shape = list(args[1:]) or [kwargs.get("shape", kwargs.get("size", ()))]
+    if len(shape) == 1 and not isinstance(shape[0], int):
+        shape = shape[0]
+        if isinstance(shape, fx.Node):                 # x.view(y.shape) / x.view(y.size())
+            sizes = tr.sizes.get(shape)
+            return sizes[d] if isinstance(sizes, tuple) else 0
+    return _entry(tr, shape[d])
+
+
+def _entry(tr: ChannelTracer, arg: Any) -> Any:
+    return tr.sources(arg) if isinstance(arg, fx.Node) else arg
+
+
+# -- indexing ---------------------------------------------------------------------------------
+def getitem(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> Any:
+    """``x[...]`` on a tensor, or picking one output of a split / an attention layer."""
+    src = n.args[0]
+    if isinstance(tr.flows.get(src), list):
+        picked = tr.flows[src][n.args[1]]
+        return picked if not isinstance(picked, list) else list(picked)
+    src, flow = _source(tr, n)
+    shape = tr.shape(src)
+    labels, zero = _moved(tr, n, src, flow)
+    full, _ = tr.full(flow, shape)
+    index = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
+    for d, item in _index_dims(index, len(shape)):
+        if _constant_along(tr.roots(full), d):
+            continue
+        _pin_indexed(tr, n, full, d, item, shape[d])
+    return tr.compressed(labels, zero, flow.why)
+
+
+def _index_dims(index: tuple, ndim: int) -> list[tuple[int, Any]]:
+    """(input dim, index item) pairs, expanding ``...`` and skipping ``None``."""
+    consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
+    pairs, d = [], 0
+    for item in index:
+        if item is Ellipsis:
+            d += ndim - consumed
+        elif item is not None:
+            pairs.append((d, item))
+            d += 1
+    return pairs
+
+
+def _pin_indexed(tr: ChannelTracer, n: fx.Node, full: Tensor, d: int, item: Any,
+                 size: int) -> None:
+    """Constant indices into a channel axis: what they point at must not move."""
+    why = f"indexed with a constant at node '{n.name}' (the positions before it cannot change)"
+    if isinstance(item, slice):
+        start, stop, step = (tr.env.get(v, v) if isinstance(v, fx.Node) else v
+                             for v in (item.start, item.stop, item.step))
+        dynamic = any(isinstance(v, fx.Node) for v in (item.start, item.stop))
+        if step not in (None, 1):
+            tr.atoms.pin(full, why)
+        elif dynamic:
+            tr.check(n, full)
+        else:
+            start, stop = start or 0, size if stop is None else stop
+            start, stop = start % size if start < 0 else start, stop % size if stop < 0 else stop
+            end = stop if stop < size else start
+            if end > 0:
+                tr.atoms.pin(full.narrow(d, 0, min(end, size)), why)
+    elif isinstance(item, int):
+        tr.atoms.pin(full.narrow(d, 0, (item % size) + 1), why)
+    else:
+        tr.atoms.pin(full, why)
+
+
+def narrow_select(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """narrow(dim, start, length) / select(dim, i): constant positions, as in indexing."""
+    args, kwargs = tr.concrete(n)
+    src, flow = _source(tr, n)
+    shape = tr.shape(src)
+    labels, zero = _moved(tr, n, src, flow)
+    full, _ = tr.full(flow, shape)
+    d = args[1] % len(shape)
+    if not _constant_along(tr.roots(full), d):
+        if fn_name(n) == "select":
+            _pin_indexed(tr, n, full, d, args[2], shape[d])
+        else:
+            _pin_indexed(tr, n, full, d, slice(args[2], args[2] + args[3]), shape[d])
+    return tr.compressed(labels, zero, flow.why)
+
+
+# -- split / chunk / unbind -------------------------------------------------------------------
+def split(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> list[Flow]:
+    """Pieces along one dim. Along channels, pieces of equal size are made of one channel
+    per position (they keep equal sizes); constant sizes pin; sizes read from the tensors
+    the pieces came from (``torch.split(y, [a.size(1), b.size(1)])``) follow the cut."""
+    args, kwargs = tr.concrete(n)
+    name = fn_name(n)
+    src, flow = _source(tr, n)
+    shape = tr.shape(src)
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 0) if name != "unbind" else \
+        kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    dim %= len(shape)
+    full, fzero = tr.full(flow, shape)
+    pieces = list(out)
+    if not _constant_along(tr.roots(full), dim):
+        _split_channels(tr, n, name, full, dim, pieces)
+    outs = [_piece(tr, full, fzero, dim, p, flow) for p in _offsets(pieces, dim, name)]
+    if name == "unbind":
+        outs = [Flow(f.labels.squeeze(dim), f.zero.squeeze(dim), f.why) for f in outs]
+    return outs
+
+
+def _split_channels(tr: ChannelTracer, n: fx.Node, name: str, full: Tensor, dim: int,
+                    pieces: list[Tensor]) -> None:
+    """Pieces along the channel dim: equal pieces keep equal sizes (position i of every piece
+    is one channel); sizes that are constants pin; sizes read from the pieces' own tensors
+    follow the cut."""
+    sizes = [p.shape[dim] if name != "unbind" else 1 for p in pieces]
+    spec = n.args[1] if len(n.args) > 1 and name != "unbind" else n.kwargs.get(
+        "split_size_or_sections", n.kwargs.get("chunks"))
+    equal = len(set(sizes)) == 1
+    if name in ("chunk", "unbind") or (name in ("split", "split_with_sizes") and equal and
+                                       isinstance(spec, fx.Node)):
+        if not equal:
+            tr.atoms.pin(full, f"split into unequal pieces at node '{n.name}'")
+        else:
+            first = full.narrow(dim, 0, sizes[0])
+            for k in range(1, len(sizes)):
+                tr.atoms.union_pairs(first, full.narrow(dim, k * sizes[0], sizes[0]))
+            if isinstance(spec, fx.Node):
+                tr.check(n, full)
+    elif len(pieces) > 1 and not _sizes_follow(tr, n, spec, full, dim, sizes):
+        tr.atoms.pin(full, f"split into pieces of constant size at node '{n.name}' (sizes "
+                     f"{sizes}); compute them from the tensors, e.g. a.size(1)")
+
+
+def _offsets(pieces: list[Tensor], dim: int, name: str) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for p in pieces:
+        size = 1 if name == "unbind" else p.shape[dim]
+        spans.append((start, size))
+        start += size
+    return spans
+
+
+def _piece(tr: ChannelTracer, full: Tensor, zero: Tensor, dim: int, span: tuple[int, int],
+           flow: Flow) -> Flow:
+    start, size = span
+    labels, flags = full.narrow(dim, start, size), zero.narrow(dim, start, size)
+    return tr.compressed(labels, flags, flow.why)
+
+
+def _sizes_follow(tr: ChannelTracer, n: fx.Node, spec: Any, full: Tensor, dim: int,
+                  sizes: list[int]) -> bool:
+    """``split(x, [a.size(1), b.size(1)])``: every size read from a tensor with exactly the
+    channels of its piece (then the pieces follow the cut; re-checked when applied)."""
+    if not isinstance(spec, (list, tuple)) or not all(isinstance(s, fx.Node) for s in spec):
+        return False
+    start = 0
+    for entry, size in zip(spec, sizes):
+        piece = set(tr.roots(full.narrow(dim, start, size)).unique().tolist())
+        start += size
+        owners = [tr.flow(node) for node, _ in tr.sources(entry)]
+        if not any(f is not None and set(tr.roots(f.labels).unique().tolist()) == piece
+                   for f in owners):
+            return False
+    tr.check(n, full)
+    return True
+
+
+# -- cat / stack ------------------------------------------------------------------------------
+def cat(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """Along channels: the layouts are concatenated (channel offsets). Along another dim
+    (tokens: a class token before the patches) position ``i`` of every part is one channel."""
+    args, kwargs = tr.concrete(n)
+    parts = n.args[0] if n.args else n.kwargs["tensors"]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % out.dim()
+    operands = [Operand(tr, p) for p in parts]
+    flows = [tr.aligned(o.flow, out.dim()) for o in operands if o.flow is not None]
+    real = [o.shape[dim] for o in operands]
+    along_positions = all(f.labels.shape[dim] == 1 for f in flows) and max(real) > 1
+    if fn_name(n) == "stack" or along_positions:
+        return combine(tr, n, out, operands, "add", m)
+    labels, zero = [], []
+    for o in operands:
+        shape = list(out.shape)
+        shape[dim] = o.shape[dim]
+        if o.flow is not None:
+            lab, z = tr.full(tr.aligned(o.flow, out.dim()), torch.Size(shape))
+        else:
+            lab = tr.pinned_like(torch.zeros(shape, dtype=torch.long), f"channels that "
+                                 f"node '{n.name}' concatenates from a constant tensor")
+            z = torch.ones(shape, dtype=torch.bool)
+        labels.append(lab)
+        zero.append(z)
+    why = next((f.why for f in flows if f.why), "")
+    return tr.compressed(torch.cat(labels, dim), torch.cat(zero, dim), why)
+
+
+def stack(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """A new axis of constant length: position ``i`` of every part is one channel."""
+    args, kwargs = tr.concrete(n)
+    parts = n.args[0] if n.args else n.kwargs["tensors"]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % out.dim()
+    operands = [Operand(tr, p) for p in parts]
+    inner = out.select(dim, 0)
+    flow = combine(tr, n, inner, operands, "add", m)
+    return Flow(flow.labels.unsqueeze(dim), flow.zero.unsqueeze(dim), flow.why)
+
+
+# -- pad ----------------------------------------------------------------------------------------
+def pad(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """F.pad: on spatial dims each channel keeps its own border (zero stays zero for zero /
+    reflect / replicate padding). On the channel dim the pad widths are constants, so the
+    channels on both sides are pinned (the "option A" shortcut of CIFAR ResNets)."""
+    args, kwargs = tr.concrete(n)
+    src, flow = _source(tr, n)
+    widths = list(kwargs.get("pad", args[1] if len(args) > 1 else ()))
+    mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+    value = kwargs.get("value", args[3] if len(args) > 3 else None)
+    shape = tr.shape(src)
+    f = tr.aligned(flow, len(shape))
+    padded = [len(shape) - 1 - j for j in range(len(widths) // 2) if any(widths[2*j:2*j+2])]
+    if any(f.labels.shape[d] > 1 for d in padded):
+        reason = f"padded on channels by F.pad at node '{n.name}' (option-A shortcut)"
+        tr.atoms.pin(f.labels, reason)
+        labels = tr.pinned_like(torch.zeros(out.shape, dtype=torch.long), reason)
+        return tr.compressed(labels, torch.ones(out.shape, dtype=torch.bool))
+    if mode == "constant" and value not in (None, 0, 0.0):
+        return f.with_zero(False, tr.why(n, f"pads with the constant {value}", m))
+    return f
+
+
+def channel_shuffle(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """``F.channel_shuffle`` / ``nn.ChannelShuffle``: view (N, g, C/g) -> transpose -> view;
+    position j of every group is one channel, so the groups keep equal sizes."""
+    args, _ = tr.concrete(n)
+    src, flow = _source(tr, n)
+    groups = m.groups if m is not None else args[1]
+    shape = tr.shape(src)
+    labels, zero = tr.full(flow, shape)
+    grid = labels.reshape(shape[0], groups, shape[1] // groups, *shape[2:])
+    tr.atoms.union_pairs(grid, grid.narrow(1, 0, 1))
+    moved = grid.transpose(1, 2).reshape(shape)
+    flags = zero.reshape(grid.shape).transpose(1, 2).reshape(shape)
+    return tr.compressed(moved, flags, flow.why)
+
+
+FUNCTIONS: dict[str, Any] = {
+    **{name: permute for name in ("permute", "transpose", "transpose_", "movedim", "moveaxis",
+                                  "swapaxes", "swapdims", "t")},
+    **{name: unsqueeze_squeeze for name in ("unsqueeze", "squeeze", "unsqueeze_", "squeeze_")},
+    **{name: expand for name in ("expand", "expand_as", "broadcast_to", "repeat", "tile")},
+    **{name: reshape for name in ("view", "reshape", "flatten", "unflatten", "view_as",
+                                  "reshape_as")},
+    **{name: split for name in ("split", "chunk", "unbind", "split_with_sizes")},
+    "flip": flip, "roll": roll, "getitem": getitem, "narrow": narrow_select,
+    "select": narrow_select, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
+    "pad": pad, "channel_shuffle": channel_shuffle, "native_channel_shuffle": channel_shuffle,
+}
+MODULES: list[tuple[Any, Any]] = [
+    ((nn.Flatten, nn.Unflatten), reshape),
+    ((nn.ChannelShuffle,), channel_shuffle),
+]
