@@ -63,9 +63,14 @@ e2e-deps:
 exercises: venv
 	$(PY) -m prunekit.grade.generate solutions exercises
 
+## Benchmarks (printed tables; not part of make test). torchvision's classification models are
+## installed without dependencies so that pip keeps your torch; 0.28.0 is the match for torch 2.13.
+TORCHVISION_SPEC ?= torchvision==0.28.0
 bench: venv
 	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps "$(TORCHVISION_SPEC)"
 	$(PY) benchmarks/bench_prune.py
+	$(PY) benchmarks/bench_archs.py --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache

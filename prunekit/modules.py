@@ -16,24 +16,27 @@ from torch import Tensor, nn
 __all__ = ["PrunedMultiheadAttention"]
 
 
-class PrunedMultiheadAttention(nn.Module):
+class PrunedMultiheadAttention(nn.MultiheadAttention):
     """Multi-head attention with ``num_heads * head_dim`` independent of ``embed_dim``.
 
     Parameters as in ``nn.MultiheadAttention``: ``in_proj_weight`` stacks the q, k and v
     projections (``3 * num_heads * head_dim`` rows, ``embed_dim`` columns), ``out_proj`` maps
     the concatenated heads back to ``out_dim`` features. ``forward`` takes and returns what
-    ``nn.MultiheadAttention.forward`` does (2-D ``attn_mask`` and ``key_padding_mask``).
+    ``nn.MultiheadAttention.forward`` does (2-D ``attn_mask`` and ``key_padding_mask``). A
+    subclass, so ``isinstance(m, nn.MultiheadAttention)`` in your code still holds.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, head_dim: int, out_dim: int,
                  bias: bool = True, dropout: float = 0.0, batch_first: bool = False) -> None:
-        super().__init__()
+        nn.Module.__init__(self)          # not MultiheadAttention's: its shapes do not apply
         inner = num_heads * head_dim
         self.embed_dim, self.num_heads, self.head_dim, self.out_dim = (embed_dim, num_heads,
                                                                        head_dim, out_dim)
+        self.kdim = self.vdim = embed_dim
         self.dropout, self.batch_first = dropout, batch_first
         self._qkv_same_embed_dim, self.bias_k, self.bias_v, self.add_zero_attn = (
             True, None, None, False)
+        self.q_proj_weight = self.k_proj_weight = self.v_proj_weight = None
         self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner)) if bias else None
         self.out_proj = nn.Linear(inner, out_dim, bias=bias)

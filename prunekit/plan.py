@@ -127,12 +127,11 @@ def select_lowest(scores: Tensor, k: int, blocks: int = 1,
         return torch.sort(torch.sort(scores, stable=True).indices[:k]).values
     if block_of is None:
         block_of = torch.arange(len(scores)) // (len(scores) // blocks)
-    picked = []
-    for b in range(blocks):
-        members = (block_of == b).nonzero().flatten()
-        order = torch.sort(scores[members], stable=True).indices[: k // blocks]
-        picked.append(members[order])
-    return torch.sort(torch.cat(picked)).values
+    order = torch.sort(scores, stable=True).indices
+    order = order[torch.sort(block_of[order], stable=True).indices]    # by block, then score
+    first = torch.searchsorted(block_of[order], block_of[order])       # start of each block
+    rank = torch.arange(len(order)) - first                             # place within block
+    return torch.sort(order[rank < k // blocks]).values
 
 
 # ----------------------------------------------------------------------------------------------

@@ -99,10 +99,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """``torch.fx`` trace of ``model`` in eval mode (so stochastic depth / drop path, which
     branch on ``self.training`` in Python, trace as the identity), with an error message a
     student can act on."""
+    return fx.GraphModule(model, _trace_graph(model), type(model).__name__)
+
+
+def _trace_graph(model: nn.Module) -> fx.Graph:
     try:
         with eval_mode(model):
-            graph = _Tracer().trace(model)
-        return fx.GraphModule(model, graph, type(model).__name__)
+            return _Tracer().trace(model)
     except Exception as e:  # noqa: BLE001 -- fx raises many types; all mean the same here
         raise PruningError(
             f"torch.fx could not trace {type(model).__name__}: {e}. prunekit needs a forward() "
@@ -127,9 +130,9 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> 
     if not isinstance(model, nn.Module):
         raise PruningError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
-    gm = trace(model)
-    tracer = ChannelTracer(gm, MODULES, FUNCTIONS, QUALIFIED, opaque)
-    with eval_mode(gm), torch.no_grad():
+    graph = _trace_graph(model)
+    tracer = ChannelTracer(model, graph, MODULES, FUNCTIONS, QUALIFIED, opaque)
+    with eval_mode(model), torch.no_grad():
         try:
             tracer.run(*inputs)
         except PruningError:
@@ -140,4 +143,4 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> 
                 f"running the model on example input(s) of shape {shapes} failed: {e}. Pass "
                 "an example input shaped like one real batch, e.g. torch.randn(1, C, H, W) "
                 "with the channels and size the model was built for") from e
-    return collect(tracer, gm, inputs)
+    return collect(tracer, graph, inputs)

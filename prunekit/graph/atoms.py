@@ -33,10 +33,14 @@ class Requirement:
 
 
 class Atoms:
-    """Union-find over atoms, plus what the rules say about them."""
+    """Union-find over atoms, plus what the rules say about them.
+
+    The forest is one int64 tensor (``parent[a]``), so finding or uniting thousands of atoms
+    -- the channels of a residual add -- is a few vectorised steps, not a Python loop."""
 
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self._parent = torch.zeros(0, dtype=torch.long)
+        self.count = 0
         self.set_of: list[int] = []                 # the set (creating layer) of each atom
         self.set_names: list[str] = []
         self.pins: list[tuple[Tensor, str]] = []    # (atoms, reason), in trace order
@@ -44,11 +48,20 @@ class Atoms:
         self.blocks: list[tuple[Tensor, Tensor, str]] = []   # (atoms, block id, layer)
         self.requirements: list[Requirement] = []
 
+    @property
+    def parent(self) -> Tensor:
+        return self._parent[: self.count]
+
     # -- creating ------------------------------------------------------------------------------
     def new_set(self, size: int, name: str, pinned: str | None = None) -> Tensor:
         """``size`` fresh atoms created by ``name``; their ids, in channel order."""
-        start = len(self.parent)
-        self.parent.extend(range(start, start + size))
+        start = self.count
+        if start + size > len(self._parent):            # grow by doubling
+            grown = torch.arange(max(2 * len(self._parent), start + size, 1024))
+            grown[:start] = self._parent[:start]
+            self._parent = grown
+        self._parent[start: start + size] = torch.arange(start, start + size)
+        self.count = start + size
         self.set_of.extend([len(self.set_names)] * size)
         self.set_names.append(name)
         atoms = torch.arange(start, start + size)
@@ -57,40 +70,28 @@ class Atoms:
         return atoms
 
     # -- union-find ----------------------------------------------------------------------------
-    def find(self, a: int) -> int:
-        parent = self.parent
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:                    # path compression
-            parent[a], a = root, parent[a]
-        return root
-
     def roots(self, atoms: Tensor) -> Tensor:
-        """The class representative of every atom (same shape)."""
-        flat = atoms.reshape(-1)
-        unique, inverse = torch.unique(flat, return_inverse=True)
-        found = torch.tensor([self.find(int(a)) for a in unique], dtype=torch.long)
-        return found[inverse].reshape(atoms.shape)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)   # the oldest atom represents its class
+        """The class representative of every atom (same shape), by pointer jumping."""
+        x = self._parent[atoms]
+        while True:
+            y = self._parent[x]
+            if torch.equal(x, y):
+                break
+            x = y
+        self._parent[atoms] = x                          # path compression
+        return x
 
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
         """Position ``i`` of ``a`` and of ``b`` are one unit (broadcast shapes)."""
-        a, b = torch.broadcast_tensors(a, b)
-        pairs = torch.unique(torch.stack([a.reshape(-1), b.reshape(-1)], 1), dim=0)
-        for x, y in pairs.tolist():
-            if x != y:
-                self.union(x, y)
-
-    def union_all(self, atoms: Tensor) -> None:
-        """All of ``atoms`` are one unit."""
-        flat = torch.unique(atoms)
-        for x in flat[1:].tolist():
-            self.union(int(flat[0]), x)
+        a, b = (t.reshape(-1) for t in torch.broadcast_tensors(a, b))
+        while True:
+            ra, rb = self.roots(a), self.roots(b)
+            differ = ra != rb
+            if not bool(differ.any()):
+                return
+            low, high = torch.minimum(ra, rb)[differ], torch.maximum(ra, rb)[differ]
+            self._parent[high] = low        # the oldest atom represents its class; where
+            # several pairs hook the same root, one write wins and the loop unites the rest
 
     # -- facts resolved after tracing ----------------------------------------------------------
     def pin(self, atoms: Tensor, reason: str) -> None:
@@ -112,4 +113,4 @@ class Atoms:
             self.requirements.append(Requirement(atoms.reshape(-1), message))
 
     def __len__(self) -> int:
-        return len(self.parent)
+        return self.count

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from torch import Tensor
+from torch import Tensor, fx
 
 from ..errors import PruningError
 from .model import ChannelGraph, Group, Member
@@ -31,44 +31,67 @@ class _Layout:
 
     def __init__(self, tr: ChannelTracer) -> None:
         atoms = tr.atoms
+        self.root = atoms.roots(torch.arange(len(atoms)))
+        set_of = torch.tensor(atoms.set_of, dtype=torch.long)
+        set_root = _all_roots(_set_parents(set_of, self.root, len(atoms.set_names)))
         used = torch.cat([ids.reshape(-1) for dims in tr.sites.values() for ids in dims.values()]
                          + [ids for _, ids in tr.param_sites.values()]
-                         + [torch.zeros(0, dtype=torch.long)]).unique()
-        self.root = {a: atoms.find(a) for a in range(len(atoms))}
-        set_parent = list(range(len(atoms.set_names)))
-
-        def find(s: int) -> int:
-            while set_parent[s] != s:
-                set_parent[s] = set_parent[set_parent[s]]
-                s = set_parent[s]
-            return s
-
-        for a, r in self.root.items():
-            sa, sr = find(atoms.set_of[a]), find(atoms.set_of[r])
-            if sa != sr:
-                set_parent[max(sa, sr)] = min(sa, sr)
-        classes: dict[int, list[int]] = defaultdict(list)     # group key -> channel roots
-        for r in sorted({self.root[int(a)] for a in used}):
-            classes[find(atoms.set_of[r])].append(r)
-        self.groups = sorted(classes.values(), key=lambda roots: roots[0])
-        self.uid, self.group_of, base = {}, {}, 0
+                         + [torch.zeros(0, dtype=torch.long)])
+        channels = torch.unique(self.root[used])               # sorted: oldest atom first
+        group_key = set_root[set_of[channels]]
+        keys = torch.unique(group_key)
+        first = torch.stack([channels[group_key == k].min() for k in keys]) if len(keys) \
+            else torch.zeros(0, dtype=torch.long)
+        keys = keys[torch.argsort(first)]                      # groups in creation order
+        self.groups = [channels[group_key == k] for k in keys]
+        self.uid = torch.full((len(atoms),), -1, dtype=torch.long)
+        self.group_of = torch.full((len(atoms),), -1, dtype=torch.long)
+        self.bases, base = [], 0
         for g, roots in enumerate(self.groups):
-            for u, r in enumerate(roots):
-                self.uid[r], self.group_of[r] = base + u, g
+            self.uid[roots] = base + torch.arange(len(roots))
+            self.group_of[roots] = g
+            self.bases.append(base)
             base += len(roots)
-        self.bases = [sum(len(c) for c in self.groups[:g]) for g in range(len(self.groups))]
 
     def ids(self, atoms: Tensor) -> Tensor:
-        """Global channel ids of atoms (any shape)."""
-        flat = [self.uid.get(self.root[int(a)], -1) for a in atoms.reshape(-1).tolist()]
-        return torch.tensor(flat, dtype=torch.long).reshape(atoms.shape)
+        """Global channel ids of atoms (any shape; -1 for atoms no layer holds)."""
+        return self.uid[self.root[atoms]]
 
     def groups_of(self, atoms: Tensor) -> set[int]:
-        return {self.group_of[self.root[int(a)]] for a in atoms.reshape(-1).unique().tolist()
-                if self.root[int(a)] in self.group_of}
+        found = torch.unique(self.group_of[self.root[atoms.reshape(-1)]]).tolist()
+        return {g for g in found if g >= 0}
 
 
-def collect(tr: ChannelTracer, gm, inputs) -> ChannelGraph:  # noqa: ANN001 -- see build_graph
+def _all_roots(parent: Tensor) -> Tensor:
+    """The union-find root of every element at once (pointer jumping)."""
+    root = parent
+    while True:
+        nxt = root[root]
+        if torch.equal(nxt, root):
+            return root
+        root = nxt
+
+
+def _set_parents(set_of: Tensor, root: Tensor, count: int) -> Tensor:
+    """A union-find forest over sets: two sets are one group if any of their atoms are
+    one channel."""
+    parent = list(range(count))
+
+    def find(s: int) -> int:
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    keys = torch.unique(set_of * count + set_of[root]).tolist()     # each pair of sets once
+    for a, b in ((k // count, k % count) for k in keys):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return torch.tensor(parent, dtype=torch.long)
+
+
+def collect(tr: ChannelTracer, graph: fx.Graph, inputs: tuple[Tensor, ...]) -> ChannelGraph:
     layout = _Layout(tr)
     groups = [Group(i, len(roots), base=layout.bases[i]) for i, roots in enumerate(layout.groups)]
     _mark(tr, layout, groups)
@@ -87,7 +110,8 @@ def collect(tr: ChannelTracer, gm, inputs) -> ChannelGraph:  # noqa: ANN001 -- s
     for node, atoms in tr.checks:
         for g in layout.groups_of(atoms):
             checks[g].append(node)
-    return ChannelGraph(groups, dims, dict(tr.kinds), params, sites, gm, inputs, dict(checks))
+    return ChannelGraph(groups, dims, dict(tr.kinds), params, sites, graph, tr.model, inputs,
+                        dict(checks))
 
 
 def _mark(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:
@@ -113,12 +137,10 @@ def _add_blocks(group: Group, units: Tensor, block: Tensor, layer: str) -> None:
     blocks the group already has. Every channel in one block, equal blocks -- or pinned."""
     mine = units >= 0
     units, block = units[mine & (units < group.size)], block[mine & (units < group.size)]
-    new = torch.full((group.size,), -1, dtype=torch.long)
-    for u, b in zip(units.tolist(), block.tolist()):
-        if new[u] not in (-1, b):
-            group.pinned = group.pinned or f"a channel spans two groups of grouped conv '{layer}'"
-            return
-        new[u] = b
+    new = torch.full((group.size,), -1, dtype=torch.long).scatter_(0, units, block)
+    if not torch.equal(new[units], block):
+        group.pinned = group.pinned or f"a channel spans two groups of grouped conv '{layer}'"
+        return
     if (new < 0).any():
         group.pinned = group.pinned or f"only part of it is read by grouped conv '{layer}'"
         return
@@ -133,12 +155,13 @@ def _add_blocks(group: Group, units: Tensor, block: Tensor, layer: str) -> None:
 
 def _add_members(groups: list[Group], module: str, role: str, ids: Tensor, tensor: str = "",
                  axis: int = 0) -> None:
-    for g in groups:
-        here = (ids >= g.base) & (ids < g.base + g.size)
-        if here.any():
-            positions = here.nonzero().flatten()
-            g.members.append(Member(module, role, positions, ids[positions] - g.base,
-                                    tensor, axis))
+    """One member per group that this layer dimension holds channels of."""
+    bases = torch.tensor([g.base for g in groups])
+    owner = torch.bucketize(ids, bases, right=True) - 1
+    for g in torch.unique(owner).tolist():
+        positions = (owner == g).nonzero().flatten()
+        groups[g].members.append(Member(module, role, positions, ids[positions] - groups[g].base,
+                                        tensor, axis))
 
 
 def _pin_opaque_owners(tr: ChannelTracer, groups: list[Group]) -> None:

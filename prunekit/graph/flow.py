@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["Flow", "ParamFlow", "compress", "expand_to"]
+__all__ = ["Flow", "ParamFlow", "compress", "strip_broadcast", "expand_to"]
 
 
 @dataclass
@@ -71,11 +71,18 @@ def expand_to(t: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
     return t.expand(*shape)
 
 
+def strip_broadcast(labels: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
+    """Axes that are broadcast views (stride 0 in both) are constant: keep size 1 there."""
+    for d in range(labels.dim()):
+        if labels.shape[d] > 1 and labels.stride(d) == 0 and zero.stride(d) == 0:
+            labels, zero = labels.narrow(d, 0, 1), zero.narrow(d, 0, 1)
+    return labels, zero
+
+
 def compress(labels: Tensor, zero: Tensor, roots: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Store every axis along which nothing changes with size 1 (``roots``: the labels as
     class representatives, so positions of one unit count as equal)."""
     key = labels if roots is None else roots
-    key, labels, zero = key.contiguous(), labels.contiguous(), zero.contiguous()
     for d in range(labels.dim()):
         if labels.shape[d] > 1:
             k0, z0 = key.narrow(d, 0, 1), zero.narrow(d, 0, 1)

@@ -15,6 +15,7 @@ flattened in front of a linear layer is ``H*W`` input features, an attention hea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -131,11 +132,18 @@ class MacSite:
     maps: tuple[Tensor, ...]
 
     def macs(self, alive: Tensor) -> int:
-        kept = torch.ones((), dtype=torch.bool)
-        for ids in self.maps:
-            kept = kept & alive[ids]
-        cells = kept.numel()
-        return self.total * int(kept.sum()) // cells
+        cells = torch.broadcast_shapes(*(m.shape for m in self.maps))
+        axes = [{d for d, s in enumerate(m.shape) if s > 1} for m in self.maps]
+        if all(not (a & b) for i, a in enumerate(axes) for b in axes[i + 1:]):
+            kept = 1                      # rows x columns: count each side, no grid needed
+            for ids in self.maps:
+                kept *= int(alive[ids].sum())
+        else:
+            grid = torch.ones((), dtype=torch.bool)
+            for ids in self.maps:
+                grid = grid & alive[ids]
+            kept = int(grid.sum())
+        return self.total * kept // max(math.prod(cells), 1)
 
 
 @dataclass
@@ -146,7 +154,8 @@ class ChannelGraph:
     that layer's dimension -- ``"out"`` (rows), ``"in"`` (columns), ``"heads"`` (attention
     q/k/v rows); ``params[(owner, name)] = (axis, ids)`` for per-channel parameters;
     ``kinds[layer]`` says how surgery cuts it (conv, dwconv, gconv, linear, bn, mha).
-    ``gm`` is the ``torch.fx`` trace (eval mode) the graph came from.
+    ``fx_graph`` is the ``torch.fx`` trace (eval mode) of ``root``, the model the graph was
+    built from; :attr:`gm` makes it a runnable ``GraphModule`` (for the oracle's replay).
     """
 
     groups: list[Group]
@@ -154,9 +163,15 @@ class ChannelGraph:
     kinds: dict[str, str]
     params: dict[tuple[str, str], tuple[int, Tensor]]
     mac_sites: list[MacSite]
-    gm: fx.GraphModule
-    example_inputs: tuple[Tensor, ...]
+    fx_graph: fx.Graph
+    root: nn.Module = field(repr=False)
+    example_inputs: tuple[Tensor, ...] = ()
     checks: dict[int, list[str]] = field(default_factory=dict)  # group -> run-time-size nodes
+
+    @property
+    def gm(self) -> fx.GraphModule:
+        """The trace as a ``GraphModule`` on ``root``'s layers (built when asked for)."""
+        return fx.GraphModule(self.root, self.fx_graph, type(self.root).__name__)
 
     # -- lookup --------------------------------------------------------------------------------
     def group_of(self, module: str) -> Group:

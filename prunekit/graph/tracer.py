@@ -18,7 +18,7 @@ from torch import Tensor, fx, nn
 
 from ..errors import PruningError
 from .atoms import Atoms
-from .flow import Flow, ParamFlow, compress, expand_to
+from .flow import Flow, ParamFlow, compress, expand_to, strip_broadcast
 from .model import MacSite
 
 __all__ = ["ChannelTracer", "Rule", "op_name", "fn_name"]
@@ -55,9 +55,10 @@ def fn_name(node: fx.Node) -> str:
 class ChannelTracer(fx.Interpreter):
     """Runs the traced model node by node and applies the rules of :mod:`prunekit.graph`."""
 
-    def __init__(self, gm: fx.GraphModule, modules: list[tuple[type, Rule]],
+    def __init__(self, model: nn.Module, graph: fx.Graph, modules: list[tuple[type, Rule]],
                  functions: dict[str, Rule], qualified: dict[str, Rule], opaque: Rule) -> None:
-        super().__init__(gm)
+        super().__init__(model, graph=graph)   # runs the traced graph on the model's own layers
+        self.model = model
         self.extra_traceback = False       # our errors already name the node
         self.module_rules, self.function_rules = modules, functions
         self.qualified_rules, self.opaque_rule = qualified, opaque
@@ -208,6 +209,8 @@ class ChannelTracer(fx.Interpreter):
         return self.atoms.roots(labels)
 
     def compressed(self, labels: Tensor, zero: Tensor, why: str = "") -> Flow:
+        """A flow stored small: axes along which no channel changes get size 1."""
+        labels, zero = strip_broadcast(labels, zero)
         labels, zero = compress(labels, zero, self.roots(labels))
         return Flow(labels, zero, why if not bool(zero.all()) else "")
 

@@ -49,7 +49,7 @@ def conv_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
     owner = _owner(tr, n, 1, ("weight",), ConvNd)
     args, kwargs = tr.concrete(n)
     groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
-    return conv(tr, n, out, owner, tr.module.get_submodule(owner), n.args[0], groups)
+    return conv(tr, n, out, owner, tr.model.get_submodule(owner), n.args[0], groups)
 
 
 def conv(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module,
@@ -87,7 +87,7 @@ def linear_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> F
 def linear_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
     """``F.linear(x, self.weight, self.bias)``."""
     owner = _owner(tr, n, 1, ("weight",), nn.Linear)
-    return linear(tr, n, out, owner, tr.module.get_submodule(owner))
+    return linear(tr, n, out, owner, tr.model.get_submodule(owner))
 
 
 def linear(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) -> Flow:
@@ -120,7 +120,7 @@ def batchnorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> F
     if any(a.target.rpartition(".")[0] != owner for a in n.args[1:5] if isinstance(a, fx.Node)) \
             or not set(names) <= {"running_mean", "running_var", "weight", "bias"}:
         raise tr.refuse(n, "its statistics and affine parameters are not those of one module")
-    return batchnorm(tr, n, out, owner, tr.module.get_submodule(owner))
+    return batchnorm(tr, n, out, owner, tr.model.get_submodule(owner))
 
 
 def batchnorm(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) -> Flow:
@@ -192,7 +192,7 @@ def _owner(tr: ChannelTracer, n: fx.Node, index: int, names: tuple[str, ...],
     if not isinstance(arg, fx.Node) or arg.op != "get_attr":
         raise tr.refuse(n, "its weight is computed in forward(), not a module's parameter")
     owner, _, name = str(arg.target).rpartition(".")
-    if name not in names or not isinstance(tr.module.get_submodule(owner), kind):
+    if name not in names or not isinstance(tr.model.get_submodule(owner), kind):
         raise tr.refuse(n, f"its weight '{arg.target}' is not the {names[0]} of a "
                         f"{kind.__name__} layer")
     return owner

@@ -107,8 +107,7 @@ def roll(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flo
 def reshape(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
     """view / reshape / flatten / unflatten: see the module doc for the constraint."""
     src, flow = _source(tr, n)
-    labels, zero = _moved(tr, n, src, flow)
-    labels, zero = labels.reshape(out.shape), zero.reshape(out.shape)
+    labels, zero = _reshaped(tr.aligned(flow, len(tr.shape(src))), tr.shape(src), out.shape)
     roots = tr.roots(labels)
     tracked = [d for d in range(out.dim()) if not _constant_along(roots, d)]
     kinds = {d: _size_kind(tr, n, m, d, labels) for d in tracked}
@@ -125,6 +124,41 @@ def reshape(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> 
         if kinds[d] == "read":
             tr.check(n, labels)
     return tr.compressed(labels, zero, flow.why)
+
+
+def _reshaped(flow: Flow, before: torch.Size, after: torch.Size) -> tuple[Tensor, Tensor]:
+    """The labels reshaped like the tensor -- expanded to real size only in the groups of
+    dims that a reshape merges or splits *and* that carry channels (so a (1, C, 56, 56)
+    activation costs C labels, not C * 56 * 56)."""
+    small_in, small_out = [], []
+    for ins, outs in _chunks(list(before), list(after)):
+        carried = any(flow.labels.shape[a] > 1 for a in ins)
+        small_in += [before[a] if carried else 1 for a in ins]
+        small_out += [after[b] if carried else 1 for b in outs]
+    return (flow.labels.expand(small_in).reshape(small_out),
+            flow.zero.expand(small_in).reshape(small_out))
+
+
+def _chunks(a: list[int], b: list[int]) -> list[tuple[list[int], list[int]]]:
+    """Split a reshape ``a -> b`` into groups of dims with equal products, e.g.
+    (1, 48, 28, 28) -> (1, 2, 24, 28, 28): [0]->[0], [1]->[1, 2], [2]->[3], [3]->[4]."""
+    i = j = 0
+    chunks = []
+    while i < len(a) or j < len(b):
+        ins, outs, pa, pb = [], [], 1, 1
+        if i < len(a):
+            ins, pa, i = [i], a[i], i + 1
+        if j < len(b):
+            outs, pb, j = [j], b[j], j + 1
+        while pa != pb:
+            if pa < pb:
+                ins.append(i)
+                pa, i = pa * a[i], i + 1
+            else:
+                outs.append(j)
+                pb, j = pb * b[j], j + 1
+        chunks.append((ins, outs))
+    return chunks
 
 
 def _constant_along(labels: Tensor, d: int) -> bool:
@@ -193,12 +227,11 @@ def getitem(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> Any
     src, flow = _source(tr, n)
     shape = tr.shape(src)
     labels, zero = _moved(tr, n, src, flow)
-    full, _ = tr.full(flow, shape)
+    f = tr.aligned(flow, len(shape))
     index = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
     for d, item in _index_dims(index, len(shape)):
-        if _constant_along(tr.roots(full), d):
-            continue
-        _pin_indexed(tr, n, full, d, item, shape[d])
+        if not _constant_along(tr.roots(f.labels), d):
+            _pin_indexed(tr, n, f.labels, d, item, shape[d])
     return tr.compressed(labels, zero, flow.why)
 
 
@@ -245,13 +278,13 @@ def narrow_select(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | Non
     src, flow = _source(tr, n)
     shape = tr.shape(src)
     labels, zero = _moved(tr, n, src, flow)
-    full, _ = tr.full(flow, shape)
+    f = tr.aligned(flow, len(shape))
     d = args[1] % len(shape)
-    if not _constant_along(tr.roots(full), d):
+    if not _constant_along(tr.roots(f.labels), d):
         if fn_name(n) == "select":
-            _pin_indexed(tr, n, full, d, args[2], shape[d])
+            _pin_indexed(tr, n, f.labels, d, args[2], shape[d])
         else:
-            _pin_indexed(tr, n, full, d, slice(args[2], args[2] + args[3]), shape[d])
+            _pin_indexed(tr, n, f.labels, d, slice(args[2], args[2] + args[3]), shape[d])
     return tr.compressed(labels, zero, flow.why)
 
 
@@ -267,10 +300,13 @@ def split(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> list[
     dim = kwargs.get("dim", args[2] if len(args) > 2 else 0) if name != "unbind" else \
         kwargs.get("dim", args[1] if len(args) > 1 else 0)
     dim %= len(shape)
-    full, fzero = tr.full(flow, shape)
+    f = tr.aligned(flow, len(shape))
     pieces = list(out)
-    if not _constant_along(tr.roots(full), dim):
-        _split_channels(tr, n, name, full, dim, pieces)
+    if not _constant_along(tr.roots(f.labels), dim):
+        _split_channels(tr, n, name, f.labels, dim, pieces)
+        full, fzero = f.labels, f.zero
+    else:                                 # untouched channels: every piece has them all
+        full, fzero = tr.full(f, shape)
     outs = [_piece(tr, full, fzero, dim, p, flow) for p in _offsets(pieces, dim, name)]
     if name == "unbind":
         outs = [Flow(f.labels.squeeze(dim), f.zero.squeeze(dim), f.why) for f in outs]
@@ -348,9 +384,10 @@ def cat(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow
     along_positions = all(f.labels.shape[dim] == 1 for f in flows) and max(real) > 1
     if fn_name(n) == "stack" or along_positions:
         return combine(tr, n, out, operands, "add", m)
+    joint = [max(f.labels.shape[d] for f in flows) for d in range(out.dim())]
     labels, zero = [], []
     for o in operands:
-        shape = list(out.shape)
+        shape = list(joint)
         shape[dim] = o.shape[dim]
         if o.flow is not None:
             lab, z = tr.full(tr.aligned(o.flow, out.dim()), torch.Size(shape))
