@@ -617,7 +617,7 @@ Notes.
   scale changes when head dims are removed); a difference in a plain CNN would be a bug.
 - LN-exact (e): differs from the zeroed model, but equals it (error e) once every LayerNorm
   that lost channels normalises over its kept channels only: the difference is the LayerNorm
-  statistics and nothing else (`LayerNormOverKept`). prunekit refuses such models instead.
+  statistics and nothing else (`LayerNormOverKept`). prunekit keeps (pins) those channels instead.
 - prune time: median of the timed runs after one warm-up, each on a fresh deepcopy (untimed),
   wall clock; prunekit `plan(...).apply(inplace=True)`, Torch-Pruning pruner construction +
   `step()`. With several torch threads on a shared machine these times swing by 10x and more
