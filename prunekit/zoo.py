@@ -28,20 +28,30 @@ from torch import nn
 
 from .data import SPECS, file_digest, make_loaders
 from .models import build_model
-from .train import bn_l1_penalty, evaluate, set_seed, train
+from .train import bn_l1_penalty, evaluate, random_shift, set_seed, train
 
-__all__ = ["Recipe", "RECIPES", "CHECKPOINT_DIR", "CorruptCheckpointError", "list_pretrained",
+__all__ = ["Recipe", "RECIPES", "OPTIMIZERS", "CHECKPOINT_DIR", "CorruptCheckpointError", "list_pretrained",
            "pretrained_info", "load_pretrained", "train_checkpoint"]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 MANIFEST = "manifest.json"
-OPTIMIZER = "SGD (Nesterov momentum 0.9), cosine learning rate to 0"
+#: What the manifest's ``"optimizer"`` entry says for each ``Recipe.optimizer``.
+OPTIMIZERS = {
+    "sgd": "SGD (Nesterov momentum 0.9), cosine learning rate to 0",
+    "adamw": "AdamW, cosine learning rate to 0",
+}
+OPTIMIZER = OPTIMIZERS["sgd"]   # the description of the default, as before
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How one checkpoint is trained. ``slim_lambda > 0`` adds network slimming's
-    ``slim_lambda * sum|gamma|`` to the loss (see :func:`prunekit.train.bn_l1_penalty`)."""
+    ``slim_lambda * sum|gamma|`` to the loss (see :func:`prunekit.train.bn_l1_penalty`).
+    ``optimizer`` is ``"sgd"`` or ``"adamw"`` (:func:`prunekit.train.train`); the manifest
+    stores its description from :data:`OPTIMIZERS` under ``"optimizer"``. ``max_shift > 0``
+    moves every training image by up to that many pixels (:func:`prunekit.train.random_shift`).
+
+    Manifest entries written before a field existed lack it; its default here applies."""
 
     architecture: str
     dataset: str = "mnist"
@@ -51,6 +61,8 @@ class Recipe:
     batch_size: int = 64
     weight_decay: float = 5e-4
     slim_lambda: float = 0.0
+    optimizer: str = "sgd"
+    max_shift: int = 0
 
 
 RECIPES: dict[str, Recipe] = {
@@ -60,6 +72,9 @@ RECIPES: dict[str, Recipe] = {
     "vgg_small_slim": Recipe("vgg_small", lr=0.1, slim_lambda=2e-2),
     "resnet8": Recipe("resnet8"),
     "mobilenetv2_small": Recipe("mobilenetv2_small"),
+    # a transformer wants AdamW, a larger weight decay, more epochs and shifted images: without
+    # the shifts it memorises the 3,500 training images: 92.5% test accuracy instead of 97.4%
+    "vit_tiny": Recipe("vit_tiny", epochs=60, lr=3e-3, weight_decay=0.05, optimizer="adamw", max_shift=2),
 }
 
 
@@ -106,7 +121,7 @@ def load_pretrained(name: str, folder: Path | None = None) -> nn.Module:
             f"checkpoint file {path} is corrupt: sha256 {actual[:12]}..., manifest says "
             f"{info['sha256'][:12]}.... {_restore_hint(name)}")
     spec = SPECS[info["dataset"]]
-    model = build_model(info["architecture"], spec.in_channels, spec.num_classes)
+    model = build_model(info["architecture"], spec.in_channels, spec.num_classes, spec.image_size)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()
@@ -133,17 +148,19 @@ def train_checkpoint(name: str, out: Path | None = None, progress: bool = True) 
 def _train_and_save(name: str, recipe: Recipe, out: Path, progress: bool) -> dict:
     loaders = make_loaders(recipe.dataset, batch_size=recipe.batch_size, seed=recipe.seed)
     set_seed(recipe.seed)  # the weight initialisation is drawn here
-    model = build_model(recipe.architecture, loaders.spec.in_channels, loaders.spec.num_classes)
+    spec = loaders.spec
+    model = build_model(recipe.architecture, spec.in_channels, spec.num_classes, spec.image_size)
     extra = (lambda m: recipe.slim_lambda * bn_l1_penalty(m)) if recipe.slim_lambda > 0 else None
+    augment = (lambda x: random_shift(x, recipe.max_shift)) if recipe.max_shift > 0 else None
     start = time.perf_counter()
     train(model, loaders.train, recipe.epochs, recipe.lr, recipe.seed, extra_loss=extra, progress=progress,
-          weight_decay=recipe.weight_decay)
+          weight_decay=recipe.weight_decay, optimizer=recipe.optimizer, augment=augment)
     seconds = time.perf_counter() - start
     result = evaluate(model, loaders.test)
     path = out / f"{name}.pt"
     torch.save({k: v.detach().float() if v.is_floating_point() else v for k, v in model.state_dict().items()},
                path)
-    entry = {**asdict(recipe), "optimizer": OPTIMIZER, "torch": torch.__version__, "file": path.name,
+    entry = {**asdict(recipe), "optimizer": OPTIMIZERS[recipe.optimizer], "torch": torch.__version__, "file": path.name,
              "test_accuracy": result.accuracy, "test_correct": result.correct, "test_total": result.total,
              "sha256": file_digest(path, "sha256"), "size_bytes": path.stat().st_size}
     manifest = _read_manifest(out)

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+import prunekit
 from prunekit import models
+from prunekit.modules import PrunedMultiheadAttention
 
 SHAPES = [(1, 28, 28), (1, 8, 8), (3, 32, 32)]
 SMALL = ["vgg_small", "resnet8", "resnet20", "mobilenetv2_small"]
@@ -56,3 +58,47 @@ def test_mobilenet_blocks_use_depthwise_convs_and_residuals():
     for b in blocks:
         dw = [m for m in b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)][0]
         assert dw.groups == dw.in_channels == dw.out_channels
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_vit_tokens_follow_the_image_size(shape):
+    c, size, _ = shape
+    torch.manual_seed(0)
+    model = models.build_model("vit_tiny", in_channels=c, num_classes=7, image_size=size).eval()
+    patch = 4 if size >= 16 else 2
+    assert model.pos_embed.shape == (1, (size // patch) ** 2 + 1, 64)   # + the class token
+    with torch.no_grad():
+        out = model(torch.randn(2, *shape))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+def test_vit_rejects_a_patch_that_does_not_tile_the_image():
+    with pytest.raises(ValueError, match="patch_size 3 does not divide image_size 28"):
+        models.ViTTiny(image_size=28, patch_size=3)
+
+
+def test_vit_heads_and_mlps_prune_exactly():
+    """50% of the heads and MLP units go; the pruned model computes what the dense model
+    computes with them zeroed; the LayerNorm-normalised stream keeps its 64 features."""
+    torch.manual_seed(0)
+    model = models.build_model("vit_tiny", image_size=8).eval()      # 16 tokens: fast
+    with torch.no_grad():                                           # non-trivial LayerNorms
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    plan = prunekit.plan(model, x[:1], ratio=0.5)
+    result = plan.apply()
+    with torch.no_grad():
+        dense, pruned, zeroed = model(x), result.model(x), plan.mask()(x)
+    torch.testing.assert_close(pruned, zeroed, rtol=1e-5, atol=1e-5 * zeroed.abs().max().item())
+    assert (pruned - dense).abs().max() > 1e-3 * dense.abs().max()   # not vacuous
+    assert result.after["params"] < result.before["params"]
+    assert result.after["macs"] < result.before["macs"]
+    for block in result.model.blocks:
+        assert isinstance(block.attn, PrunedMultiheadAttention)
+        assert (block.attn.num_heads, block.attn.head_dim, block.attn.embed_dim) == (2, 16, 64)
+        assert block.mlp[0].out_features == block.mlp[2].in_features == 64
+        assert block.mlp[2].out_features == 64
+    assert result.model.patch_embed.out_channels == result.model.norm.normalized_shape[0] == 64

@@ -171,3 +171,71 @@ def test_progress_bar_is_drawn_by_default(monkeypatch, capsys, digits):
     monkeypatch.delenv("PRUNEKIT_PROGRESS", raising=False)
     T.train(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits.train, epochs=1, progress=True)
     assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_distillation_loss_by_hand():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    temp, alpha = 3.0, 0.7
+    p_t = torch.softmax(t / temp, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / temp, 1))).sum(1).mean()
+    want = alpha * temp ** 2 * kl + (1 - alpha) * nn.functional.cross_entropy(s, y)
+    torch.testing.assert_close(T.distillation_loss(s, t, y, temp, alpha), want)
+    assert float(T.distillation_loss(t, t, y, temp, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        T.distillation_loss(s, t, y, temperature=0.0)
+
+
+def test_distill_moves_the_student_towards_the_teacher_and_leaves_the_teacher(digits, trained):
+    teacher, _ = trained
+    teacher.train()                                   # its mode must come back as it was
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = _fresh_vgg(seed=1)
+
+    def gap() -> float:
+        with torch.no_grad():
+            x = next(iter(digits.test))[0]
+            teacher.eval()
+            t = torch.softmax(teacher(x) / 4, 1)
+            teacher.train()
+            return float((torch.softmax(student.eval()(x) / 4, 1) - t).abs().sum(1).mean())
+
+    start = gap()
+    T.distill(student, teacher, digits.train, epochs=1, lr=0.05, seed=0, progress=False)
+    assert gap() < 0.6 * start
+    assert teacher.training and all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_adamw_and_unknown_optimizer(digits):
+    model = _fresh_vgg()
+    T.train(model, digits.train, epochs=1, lr=1e-3, optimizer="adamw", progress=False)
+    assert T.evaluate(model, digits.test).accuracy > 0.25           # chance: 0.10
+    with pytest.raises(ValueError, match="optimizer"):
+        T.train(model, digits.train, epochs=1, optimizer="lion", progress=False)
+
+
+def test_random_shift_moves_each_image_and_is_seeded():
+    x = torch.zeros(8, 1, 10, 10)
+    x[:, :, 4:6, 4:6] = 1.0                               # a 2x2 square in the middle
+    torch.manual_seed(0)
+    a = T.random_shift(x, 2)
+    torch.manual_seed(0)
+    assert torch.equal(a, T.random_shift(x, 2))           # same seed, same shifts
+    assert a.shape == x.shape and torch.equal(T.random_shift(x, 0), x)
+    for img in a:                                         # the square moved, by <= 2 pixels
+        rows, cols = torch.nonzero(img[0], as_tuple=True)
+        assert len(rows) == 4 and 2 <= int(rows.min()) <= 6 and 2 <= int(cols.min()) <= 6
+    assert len({tuple(torch.nonzero(img[0])[0].tolist()) for img in a}) > 1   # per image
+
+
+def test_train_applies_augment_to_every_batch(digits):
+    seen = []
+
+    def augment(x):
+        seen.append(len(x))
+        return x
+
+    T.train(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits.train, epochs=1, augment=augment,
+            progress=False)
+    assert len(seen) == len(digits.train)

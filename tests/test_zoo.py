@@ -12,7 +12,7 @@ from torch import nn
 from prunekit import data, zoo
 from prunekit.train import evaluate
 
-SHIPPED = ["mobilenetv2_small", "resnet8", "vgg_small", "vgg_small_slim"]
+SHIPPED = ["mobilenetv2_small", "resnet8", "vgg_small", "vgg_small_slim", "vit_tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,22 @@ def test_checkpoint_reproduces_its_manifest_exactly(name, mnist_test):
 
 
 def test_manifest_records_the_recipe():
+    defaults = zoo.Recipe("any")
     for name, recipe in zoo.RECIPES.items():
         info = zoo.pretrained_info(name)
         for field in ("architecture", "dataset", "epochs", "seed", "lr", "batch_size", "weight_decay", "slim_lambda"):
             assert info[field] == getattr(recipe, field), (name, field)
+        # "optimizer" holds the optimizer's description; entries older than max_shift lack it
+        assert info["optimizer"] == zoo.OPTIMIZERS[recipe.optimizer], name
+        assert info.get("max_shift", defaults.max_shift) == recipe.max_shift, name
         assert len(info["sha256"]) == 64
+
+
+def test_vit_recipe_uses_adamw_and_shifts():
+    recipe = zoo.RECIPES["vit_tiny"]
+    assert (recipe.architecture, recipe.optimizer) == ("vit_tiny", "adamw") and recipe.max_shift > 0
+    assert zoo.pretrained_info("vit_tiny")["test_correct"] >= 970
+    assert zoo.load_pretrained("vit_tiny").pos_embed.shape == (1, 50, 64)   # 7x7 patches + class
 
 
 def test_slim_checkpoint_is_sparse_and_plain_one_is_not():
@@ -95,9 +106,13 @@ def test_cli_list_shows_every_checkpoint(capsys):
         assert name in out and f"{info['test_correct']}/{info['test_total']}" in out
 
 
-def test_cli_train_is_bitwise_reproducible(tmp_path, monkeypatch, capsys):
-    # the real recipes take a minute each; a one-epoch digits recipe exercises the same path
-    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg_small", dataset="digits", epochs=1))
+@pytest.mark.parametrize("recipe", [
+    zoo.Recipe("vgg_small", dataset="digits", epochs=1),
+    zoo.Recipe("vit_tiny", dataset="digits", epochs=1, lr=3e-3, optimizer="adamw", max_shift=1),
+], ids=["vgg_small", "vit_tiny_adamw_shift"])
+def test_cli_train_is_bitwise_reproducible(recipe, tmp_path, monkeypatch, capsys):
+    # the real recipes take minutes; a one-epoch digits recipe exercises the same path
+    monkeypatch.setitem(zoo.RECIPES, "tiny", recipe)
     threads = torch.get_num_threads()
     for out in ("a", "b"):
         assert zoo.main(["train", "tiny", "--out", str(tmp_path / out), "--no-progress"]) == 0
