@@ -5,9 +5,12 @@ Two ways to decide how many channels each group loses:
 * **local** -- every group loses ``floor(ratio * n)`` of its ``n`` channels (or the ratio
   given for one of its layers in ``ratios``). ``floor``, so ``ratio=0`` removes nothing: the
   seed outline's ``max(num_prune, 1)`` removed a channel even at ratio 0.
-* **global** -- all channels of all groups are ranked together by *normalised* score (see
-  :func:`prunekit.importance.normalise`) and the lowest ``floor(ratio * N)`` go, where ``N``
-  counts the channels of the groups taking part. A group never loses more than
+* **global** -- all channels of all groups are ranked together and the lowest
+  ``floor(ratio * N)`` go, where ``N`` counts the channels of the groups taking part. By
+  default each group's scores are first divided by the group's mean
+  (:func:`prunekit.importance.normalise`), so layers of different scale compete fairly;
+  ``normalise=False`` ranks the raw scores, as network slimming does with |gamma| after its
+  sparsity training has made the gammas of all layers comparable (Liu et al., 2017). A group never loses more than
   ``max_ratio`` of its channels. If the caps make the request impossible we raise: a
   library that silently prunes less than you asked for misleads every plot after it.
 
@@ -73,9 +76,10 @@ def local_counts(groups: list[Group], ratios: dict[int, float], max_ratio: float
 
 
 def global_counts(groups: list[Group], scores: dict[int, Tensor], ratio: float,
-                  max_ratio: float, round_to: int) -> dict[int, int]:
-    """Rank every channel of ``groups`` together by normalised score; remove the lowest
-    ``floor(ratio * N)``, at most ``max_ratio`` of any group. Raises if that is impossible."""
+                  max_ratio: float, round_to: int, normalised: bool = True) -> dict[int, int]:
+    """Rank every channel of ``groups`` together (by score divided by its group's mean when
+    ``normalised``, else by raw score); remove the lowest ``floor(ratio * N)``, at most
+    ``max_ratio`` of any group. Raises if that is impossible."""
     if not groups:
         return {}
     total = sum(g.size for g in groups)
@@ -87,7 +91,8 @@ def global_counts(groups: list[Group], scores: dict[int, Tensor], ratio: float,
             f"global ratio {ratio} asks for {target} of {total} channels, but max_ratio="
             f"{max_ratio} (with round_to={round_to}) lets at most {sum(caps.values())} go; "
             "raise max_ratio or lower the ratio")
-    ranked = {g.index: torch.sort(normalise(scores[g.index]), stable=True).values for g in groups}
+    scale = normalise if normalised else (lambda s: s)
+    ranked = {g.index: torch.sort(scale(scores[g.index]), stable=True).values for g in groups}
     # Within a group the lowest scores go first, so a cap is a prefix: rank the prefixes only.
     pool = torch.cat([ranked[i][:c] for i, c in caps.items()])
     owner = torch.cat([torch.full((c,), i) for i, c in caps.items()])

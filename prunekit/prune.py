@@ -99,13 +99,14 @@ def plan(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: f
          importance: str | Callable[[nn.Module], Tensor] = "l1", scope: str = "local",
          ratios: Mapping[str, float] | None = None, ignore: Iterable[str | nn.Module] = (),
          max_ratio: float = 0.9, round_to: int = 1, data: Any = None,
-         loss_fn: Callable | None = None, batches: int = 4, seed: int = 0) -> Plan:
+         loss_fn: Callable | None = None, batches: int = 4, seed: int = 0,
+         normalise: bool = True) -> Plan:
     """Decide which channels to remove, without removing them. Arguments as :func:`prune`."""
     _check_settings(ratio, scope, ratios, max_ratio, round_to, importance, data)
     as_input_tuple(example_inputs)
     graph = build_graph(model, example_inputs)
     return plan_on_graph(model, graph, ratio, importance, scope, ratios, ignore, max_ratio,
-                         round_to, data, loss_fn, batches, seed)
+                         round_to, data, loss_fn, batches, seed, normalise)
 
 
 def plan_on_graph(model: nn.Module, graph: ChannelGraph, ratio: float = 0.5,
@@ -113,20 +114,20 @@ def plan_on_graph(model: nn.Module, graph: ChannelGraph, ratio: float = 0.5,
                   ratios: Mapping[str, float] | None = None,
                   ignore: Iterable[str | nn.Module] = (), max_ratio: float = 0.9,
                   round_to: int = 1, data: Any = None, loss_fn: Callable | None = None,
-                  batches: int = 4, seed: int = 0) -> Plan:
+                  batches: int = 4, seed: int = 0, normalise: bool = True) -> Plan:
     """:func:`plan` on a graph already built from ``model`` (no second trace)."""
     _check_settings(ratio, scope, ratios, max_ratio, round_to, importance, data)
     local, ranked = _targets(graph, ratio, dict(ratios or {}), _names(model, ignore), scope)
     chosen = [g for g in graph.groups if g.index in local] + ranked
     scores = group_scores(model, graph, chosen, importance, data, batches, loss_fn, seed)
     counts = local_counts([g for g in chosen if g.index in local], local, max_ratio, round_to)
-    counts.update(global_counts(ranked, scores, ratio, max_ratio, round_to))
+    counts.update(global_counts(ranked, scores, ratio, max_ratio, round_to, normalise))
     by_index = {g.index: g for g in chosen}
     removed = {i: select_lowest(scores[i], k, by_index[i].blocks, by_index[i].block_of)
                for i, k in counts.items() if k}
     settings = dict(ratio=ratio, importance=importance if isinstance(importance, str) else
                     getattr(importance, "__name__", "callable"), scope=scope, ratios=ratios,
-                    max_ratio=max_ratio, round_to=round_to)
+                    max_ratio=max_ratio, round_to=round_to, normalise=normalise)
     return Plan(model, graph, removed, scores, settings)
 
 
@@ -134,7 +135,8 @@ def prune(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: 
           importance: str | Callable[[nn.Module], Tensor] = "l1", scope: str = "local",
           ratios: Mapping[str, float] | None = None, ignore: Iterable[str | nn.Module] = (),
           max_ratio: float = 0.9, round_to: int = 1, inplace: bool = False, data: Any = None,
-          loss_fn: Callable | None = None, batches: int = 4, seed: int = 0) -> PruneResult:
+          loss_fn: Callable | None = None, batches: int = 4, seed: int = 0,
+          normalise: bool = True) -> PruneResult:
     """Remove channels from ``model``; return a :class:`~prunekit.plan.PruneResult`.
 
     Args:
@@ -144,8 +146,12 @@ def prune(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: 
         importance: ``"l1"``, ``"l2"``, ``"bn_scale"``, ``"taylor"``, ``"taylor_bn"``,
             ``"fpgm"``, ``"random"``, ``"oracle"``, or a callable ``fn(layer) -> Tensor
             [out_channels]`` (summed over a group's conv/linear producers).
-        scope: ``"local"`` (each group by its ratio) or ``"global"`` (rank all groups by
-            normalised score; reaches the requested fraction or raises).
+        scope: ``"local"`` (each group by its ratio) or ``"global"`` (rank all groups
+            together; reaches the requested fraction or raises).
+        normalise: for ``scope="global"``: divide each group's scores by the group's mean
+            before ranking (default; layers of different scale compete fairly). ``False``
+            ranks raw scores -- network slimming's global |gamma| threshold (Liu et al.,
+            2017), meaningful only when the scores are comparable across layers.
         ratios: ``{layer name: ratio}`` overrides for the group that layer's outputs belong
             to; naming the final classifier here is the only way to prune the classes.
         ignore: layers (names or modules) whose output-channel groups are left alone.
@@ -162,7 +168,7 @@ def prune(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: 
     """
     p = plan(model, example_inputs, ratio=ratio, importance=importance, scope=scope,
              ratios=ratios, ignore=ignore, max_ratio=max_ratio, round_to=round_to, data=data,
-             loss_fn=loss_fn, batches=batches, seed=seed)
+             loss_fn=loss_fn, batches=batches, seed=seed, normalise=normalise)
     return p.apply(inplace=inplace)
 
 

@@ -242,3 +242,25 @@ def test_prune_iteratively(schedule):
     assert history[-1]["params"] == count_params(final) and history[-1]["accuracy"] == 0.5
     assert _widths(final) == (16, 32, 64, 64)
     _unchanged(model, snap)
+
+
+def test_global_raw_ranking_is_network_slimmings_threshold():
+    """normalise=False ranks raw |gamma| across layers: exactly the channels below one global
+    threshold go (here no cap binds), while the default normalised ranking removes a different set."""
+    model = randomise(models.vgg_small())
+    with torch.no_grad():                       # layers on very different gamma scales
+        for scale, bn in zip((1.0, 1.0, 1.5, 2.0), [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]):
+            bn.weight.mul_(scale)
+    x = torch.randn(1, 1, 8, 8)
+    raw = prunekit.prune(model, x, ratio=0.3, importance="bn_scale", scope="global", normalise=False,
+                         max_ratio=1.0)
+    gammas = torch.cat([m.weight.detach().abs() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+    threshold = torch.sort(gammas).values[math.floor(0.3 * len(gammas)) - 1]
+    bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    for (name, bn), conv in zip(bns, [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]):
+        below = torch.nonzero(bn.weight.detach().abs() <= threshold).flatten().tolist()
+        assert 0 < len(below) < bn.num_features - 1, "the test needs a threshold inside every layer"
+        assert raw.removed.get(conv, []) == below, name
+    normalised = prunekit.prune(model, x, ratio=0.3, importance="bn_scale", scope="global", max_ratio=1.0)
+    assert normalised.removed != raw.removed
+    assert sum(map(len, raw.removed.values())) == sum(map(len, normalised.removed.values()))
