@@ -50,6 +50,7 @@ Threat model, honestly: code in the kernel controls the kernel. It can make a te
 user can read: keep ``solutions/`` and the grader's cache unreadable to that user.
 """
 
+from .handin import hand_in
 from .records import RECORD_MIME, record
 
-__all__ = ["RECORD_MIME", "record"]
+__all__ = ["RECORD_MIME", "hand_in", "record"]

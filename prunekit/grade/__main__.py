@@ -2,15 +2,17 @@
 
     python -m prunekit.grade SUBMISSION.ipynb [--json result.json]
     python -m prunekit.grade SUBMISSIONS_DIR --gradebook grades.csv --feedback feedback/ -j 4
+    python -m prunekit.grade SUBMISSIONS_DIR --task-index 7 --json results/   # one job of an array
 
 Exit status 0 whenever grading happened, whatever the scores (a broken submission is a row
 with 0 points and its reason); 2 when the grader itself could not work (no solutions folder,
-an instructor solution that fails its own tests, bad options).
+an instructor solution that fails its own tests, no sandbox where one is required, bad options).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from . import report
 from .batch import grade_paths, resolve_limits
 from .catalog import default_solutions_dir, load_catalog
 from .runner import Limits
+from .sandbox import MODES, SandboxUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,18 +31,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder of solution notebooks (default: the repository's solutions/)")
     p.add_argument("--exercise", default=None,
                    help="reject notebooks that are not this exercise (e.g. ex02_l1_norm)")
-    p.add_argument("--json", type=Path, default=None, help="write the result(s) as JSON here")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the result(s) as JSON here (with --task-index: a folder, one <name>.json)")
     p.add_argument("--gradebook", type=Path, default=None, help="write one CSV row per submission here")
     p.add_argument("--feedback", type=Path, default=None,
                    help="write <submission>.md feedback files into this folder")
     p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded in parallel")
+    p.add_argument("--task-index", type=int, default=None,
+                   help="grade only the N-th notebook (0-based, by name) of the folder: one task of a "
+                        "scheduler's job array; merge the JSON files with python -m prunekit.grade.merge")
+    p.add_argument("--sandbox", choices=MODES, default="auto",
+                   help="bwrap: require the bubblewrap sandbox; none: no isolation, for trusted notebooks "
+                        "only; auto (default): bwrap, else an error under CI=true and a warning elsewhere")
     p.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
     p.add_argument("--total-timeout", type=float, default=900.0, help="seconds per notebook (default 900)")
     p.add_argument("--memory-mb", type=int, default=4096, help="memory limit per kernel in MiB (default 4096)")
-    p.add_argument("--kernel-user", default=None,
-                   help="run kernels as this user (default: nobody when root, else yourself; 'none' disables)")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="where expected values are cached (default: <solutions>/../.cache/prunekit-grade)")
+                   help="the grader's own files: expected values and the kernels' copy of prunekit "
+                        "(default: <solutions>/../.cache/prunekit-grade)")
     return p
 
 
@@ -54,23 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.exercise and args.exercise not in catalog:
         print(f"error: unknown exercise {args.exercise!r}; known: {', '.join(sorted(catalog))}", file=sys.stderr)
         return 2
-    if args.submission.is_dir():
-        paths = sorted(args.submission.glob("*.ipynb"))
-    elif args.submission.exists():
-        paths = [args.submission]
-    else:
-        print(f"error: {args.submission} does not exist", file=sys.stderr)
+    paths, problem = _select(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb)
-    if args.kernel_user is not None:
-        limits.user = None if args.kernel_user.lower() == "none" else args.kernel_user
-    limits = resolve_limits(limits)
     cache = args.cache_dir or Path(solutions).resolve().parent / ".cache" / "prunekit-grade"
+    limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb)
+    try:
+        limits = resolve_limits(limits, args.sandbox, cache)
+    except SandboxUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     results, problems = grade_paths(paths, catalog, limits, args.jobs, args.exercise, cache)
     _write(args, results, catalog)
-    if not args.submission.is_dir() and not args.json:
-        import json
-
+    if args.submission.is_file() and not args.json:
         print(json.dumps(results[0][1].as_dict(), indent=2))
     for name, result in results:
         print(f"{name}: {result.score:g} / {result.max_score:g}" + (f"  ({result.error})" if result.error else ""))
@@ -79,15 +85,33 @@ def main(argv: list[str] | None = None) -> int:
     return 2 if problems else 0
 
 
+def _select(args: argparse.Namespace) -> tuple[list[Path], str]:
+    """The notebooks to grade, or a problem with the options."""
+    if not args.submission.exists():
+        return [], f"{args.submission} does not exist"
+    if not args.submission.is_dir():
+        return ([args.submission], "") if args.task_index is None else ([], "--task-index needs a folder")
+    paths = sorted(args.submission.glob("*.ipynb"))
+    if args.task_index is None:
+        return paths, ""
+    if not 0 <= args.task_index < len(paths):
+        return [], f"--task-index {args.task_index}: {args.submission} has {len(paths)} notebooks (0..{len(paths) - 1})"
+    if args.json is None:
+        return [], "--task-index needs --json FOLDER (where this task's result goes)"
+    return [paths[args.task_index]], ""
+
+
 def _write(args: argparse.Namespace, results, catalog) -> None:
-    if args.json:
+    if args.json and args.task_index is not None:
+        args.json.mkdir(parents=True, exist_ok=True)
+        name, result = results[0]
+        report.write_json(result, args.json / f"{name}.json")
+    elif args.json:
         report.write_json(results[0][1] if not args.submission.is_dir() else results, args.json)
     if args.feedback:
         report.write_feedback(args.feedback, results)
     if args.gradebook:
-        graded = {r.exercise for _, r in results}
-        task_ids = [gid for ex in catalog.values() if ex.name in graded for gid, _ in ex.tests]
-        report.write_gradebook(args.gradebook, results, task_ids)
+        report.write_gradebook(args.gradebook, results, report.task_columns(results, catalog))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
 
-from . import cells
+from . import cells, seeding
 from .catalog import Exercise
 from .compare import values_match
-from .runner import CellRun, Limits, run_notebook
+from .runner import CellRun, Limits, RunOptions, run_notebook
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
@@ -37,7 +38,7 @@ MAX_MESSAGE = 300
 class Step:
     """One cell of the notebook to run, and where its code came from."""
 
-    kind: str  # solution | test | locked | skip
+    kind: str  # solution | test | locked | skip (after the last test: not run)
     grade_id: str | None
     label: str  # how the feedback names the cell
     source: str = ""
@@ -68,11 +69,22 @@ class GradeResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """nbgrader's names; ``error`` and ``notes`` only when there are any."""
         out = {"exercise": self.exercise, "score": self.score, "max_score": self.max_score,
                "tasks": [t.as_dict() for t in self.tasks]}
         if self.error:
             out["error"] = self.error
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GradeResult:
+        """The inverse of :meth:`as_dict` (merging results graded elsewhere)."""
+        tasks = [TaskResult(t["grade_id"], float(t["score"]), float(t["max_score"]), bool(t["passed"]),
+                            str(t.get("message", ""))) for t in data.get("tasks", [])]
+        return cls(str(data.get("exercise", "")), float(data.get("score", 0.0)), float(data.get("max_score", 0.0)),
+                   tasks, str(data.get("error", "")), [str(n) for n in data.get("notes", [])])
 
 
 def assemble(exercise: Exercise, submission: nbformat.NotebookNode
@@ -85,20 +97,40 @@ def assemble(exercise: Exercise, submission: nbformat.NotebookNode
             theirs[gid] = cell.get("source", "")
     nb = nbformat.v4.new_notebook()
     steps: list[Step] = []
+    code = [c for c in exercise.notebook.cells if c.cell_type == "code"]
+    last_test = max((i for i, c in enumerate(code) if cells.kind(c) == "test"), default=-1)
     for index, cell in enumerate(exercise.notebook.cells):
         kind, gid = cells.kind(cell), cells.grade_id(cell)
         label = gid or f"cell {index}"
         if cell.cell_type != "code":
             continue
-        if kind == "solution":
+        if len(steps) > last_test:  # after the last test: nothing left to grade, so not run
+            steps.append(Step("skip", gid, label, cell.source))
+        elif kind == "solution":
             missing = gid not in theirs
             source = _missing_stub(gid) if missing else theirs[gid]
             steps.append(Step("solution", gid, label, source, missing=missing))
         else:
             step_kind = "test" if kind == "test" else "locked"
             steps.append(Step(step_kind, gid, label, cell.source, points=cells.points(cell)))
-        nb.cells.append(nbformat.v4.new_code_cell(steps[-1].source))
+        nb.cells.append(nbformat.v4.new_code_cell(_runnable(steps[-1])))
     return nb, steps, _notes(exercise, submission, theirs)
+
+
+def _runnable(step: Step) -> str:
+    """What the kernel runs for a step: hidden-test markers become reseeds; skipped cells are empty."""
+    if step.kind == "skip":
+        return ""
+    if step.kind == "test":
+        return seeding.reseed_hidden_blocks(step.source, step.grade_id or step.label)
+    return step.source
+
+
+def run_options(steps: list[Step], outbox: Path | None = None) -> RunOptions:
+    """Reseed before every test cell and keep test cells out of the kernel's input history."""
+    tests = {i: step for i, step in enumerate(steps) if step.kind == "test"}
+    return RunOptions(preludes={i: seeding.reseed_code(step.grade_id or step.label) for i, step in tests.items()},
+                      private=set(tests), outbox=outbox)
 
 
 def _missing_stub(gid: str) -> str:
@@ -106,9 +138,8 @@ def _missing_stub(gid: str) -> str:
 
 
 def _notes(exercise: Exercise, submission: nbformat.NotebookNode, theirs: dict[str, str]) -> list[str]:
-    known = {cells.grade_id(c) for c in exercise.notebook.cells} - {None}
-    added = [c for c in submission.cells
-             if c.cell_type == "code" and cells.grade_id(c) not in known and c.get("source", "").strip()]
+    added = [c for c in submission.cells if c.cell_type == "code" and c.get("source", "").strip()
+             and not _is_instructors(c, exercise)]
     notes = []
     if added:
         notes.append(f"{len(added)} code cell(s) you added were not run: only the solution cells "
@@ -119,17 +150,29 @@ def _notes(exercise: Exercise, submission: nbformat.NotebookNode, theirs: dict[s
     return notes
 
 
-def execute(exercise: Exercise, submission: nbformat.NotebookNode, limits: Limits
+def _is_instructors(cell, exercise: Exercise) -> bool:
+    """A cell of the exercise notebook itself (by grade_id, cell id or unchanged source)."""
+    gid = cells.grade_id(cell)
+    if gid is not None:
+        return gid in exercise.grade_ids
+    return cell.get("id") in exercise.cell_ids or cell.get("source", "").strip() in exercise.cell_sources
+
+
+def execute(exercise: Exercise, submission: nbformat.NotebookNode, limits: Limits, outbox: Path | None = None
             ) -> tuple[list[Step], list[CellRun]]:
     nb, steps, _ = assemble(exercise, submission)
-    return steps, run_notebook(nb, limits)
+    return steps, run_notebook(nb, limits, run_options(steps, outbox))
 
 
 def grade(exercise: Exercise, submission: nbformat.NotebookNode, reference: dict[str, list[dict]],
-          limits: Limits) -> GradeResult:
-    """Run ``submission`` against ``exercise`` and score every task against ``reference``."""
+          limits: Limits, outbox: Path | None = None) -> GradeResult:
+    """Run ``submission`` against ``exercise`` and score every task against ``reference``.
+
+    ``outbox``: a folder of the grader's that receives the files the kernel handed in
+    (:func:`prunekit.grade.hand_in`), for checks that must run outside the kernel.
+    """
     nb, steps, notes = assemble(exercise, submission)
-    runs = run_notebook(nb, limits)
+    runs = run_notebook(nb, limits, run_options(steps, outbox))
     tasks = score(steps, runs, reference)
     return GradeResult(exercise.name, sum(t.score for t in tasks), exercise.max_score, tasks, notes=notes)
 

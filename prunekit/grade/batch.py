@@ -1,13 +1,18 @@
 """Grade many submissions in parallel; one broken submission never stops the others.
 
-Each submission is graded in a worker *process* (``concurrent.futures``), each with its own
-kernel, so a crash anywhere in the pipeline costs one row of the gradebook, not the run.
+Order matters: first every reference needed is computed (or read from the cache), each in a
+sandbox of its own; only then does any student's code run. Each submission is then graded in
+a worker *process* (``concurrent.futures``) with its own sandboxed kernel, so a crash anywhere
+in the pipeline costs one row of the gradebook, not the run.
+
+Grading one file is a pure function from (submission, solutions, library) to the JSON of
+:meth:`~prunekit.grade.autograde.GradeResult.as_dict`, so the same work also runs as one job
+per submission under a cluster scheduler (``--task-index``, then :mod:`prunekit.grade.merge`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,13 +22,10 @@ from .catalog import Exercise, SubmissionError, identify, read_submission
 from .runner import GraderError, Limits
 
 
-def resolve_limits(limits: Limits) -> Limits:
-    """Fall back to the grader's own user (with a warning) if the sandbox user cannot run Python."""
-    user, why = sandbox.usable_user(limits.user)
-    if limits.user and user is None:
-        print(f"warning: cannot run the kernel as {limits.user!r} ({why}); it runs as the grader's "
-              "user, so submissions can write wherever this user can", file=sys.stderr)
-    limits.user = user
+def resolve_limits(limits: Limits, mode: str = "auto", state_dir: Path | None = None) -> Limits:
+    """``limits`` with its sandbox resolved once, here, for every worker (see :func:`sandbox.resolve`)."""
+    if limits.sandbox is None:
+        limits.sandbox = sandbox.resolve(mode, state_dir)
     return limits
 
 

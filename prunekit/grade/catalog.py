@@ -25,6 +25,9 @@ class Exercise:
     digest: str  # sha256 of the file's bytes
     tests: list[tuple[str, float]] = field(default_factory=list)  # (grade_id, points), in order
     solution_ids: list[str] = field(default_factory=list)
+    grade_ids: set[str] = field(default_factory=set)  # every cell's, to tell added cells apart
+    cell_ids: set[str] = field(default_factory=set)
+    cell_sources: set[str] = field(default_factory=set)
 
     @property
     def max_score(self) -> float:
@@ -43,6 +46,11 @@ def load_exercise(path: Path) -> Exercise:
     exercise = Exercise(name, Path(path), nb, hashlib.sha256(data).hexdigest())
     for cell in nb.cells:
         kind, gid = cells.kind(cell), cells.grade_id(cell)
+        if gid:
+            exercise.grade_ids.add(gid)
+        if cell.get("id"):
+            exercise.cell_ids.add(cell["id"])
+        exercise.cell_sources.add(cell.get("source", "").strip())
         if kind in ("solution", "test") and gid is None:
             raise ValueError(f"{path}: a {kind} cell has no nbgrader grade_id")
         if kind == "test":

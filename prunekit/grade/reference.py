@@ -1,11 +1,16 @@
 """The expected values: what the instructor's own solution records in each test cell.
 
-The grader runs the solution notebook exactly like a submission (same assembly, same
-sandbox) and keeps, per test cell, the list of ``record()`` payloads. This is slow (a full
-notebook run), so the result is cached under a key that changes whenever anything that could
-change a value changes: the solution notebook's bytes, the ``prunekit`` sources and shipped
-checkpoints, and the record format. The cache folder is created mode 700: a kernel running as
-another user cannot read the expected values.
+The grader runs the solution notebook exactly like a submission (same assembly, same reseeds,
+a sandbox of its own) and keeps, per test cell, the list of ``record()`` payloads. A batch
+computes every reference it needs *before any student code runs* (:mod:`prunekit.grade.batch`),
+so no submission can be running while expected values are made.
+
+This is slow (a full notebook run), so the result is cached under a key that changes whenever
+anything that could change a value changes (:func:`cache_key`): the solution notebook's bytes,
+the prunekit package (sources and checkpoints, the same digest as the installed copy the
+kernels import), the versions of Python, torch and NumPy, and the record format. The cache
+folder belongs to the grader (mode 700) and is never bound into a sandbox: no kernel can read
+it, let alone write it.
 """
 
 from __future__ import annotations
@@ -13,42 +18,51 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 from . import autograde
 from .catalog import Exercise
+from .install import library_digest
 from .runner import GraderError, Limits
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: reseeded tests, installed-copy digest, runtime versions in the key
 
 
-def library_digest() -> str:
-    """sha256 over the prunekit package's sources and checkpoints (what reference values depend on)."""
-    package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".pt", ".json", ".npz"} and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(package)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+def runtime_versions() -> str:
+    """The versions a recorded value can depend on, without importing torch."""
+    parts = [f"python={platform.python_version()}"]
+    for dist in ("torch", "numpy"):
+        try:
+            parts.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist}=none")
+    return ";".join(parts)
 
 
 def cache_key(exercise: Exercise) -> str:
-    return hashlib.sha256(f"{FORMAT_VERSION}:{exercise.digest}:{library_digest()}".encode()).hexdigest()
+    text = f"{FORMAT_VERSION}:{exercise.digest}:{library_digest()}:{runtime_versions()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_path(exercise: Exercise, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"{exercise.name}-{cache_key(exercise)[:20]}.json"
 
 
 def load_or_compute(exercise: Exercise, limits: Limits, cache_dir: Path | None) -> dict[str, list[dict]]:
     """``{test grade_id: [record payloads]}`` for ``exercise``, from the cache or a fresh run."""
-    path = Path(cache_dir) / f"{exercise.name}-{cache_key(exercise)[:20]}.json" if cache_dir else None
+    path = cache_path(exercise, cache_dir) if cache_dir else None
     if path is not None and path.exists():
         return json.loads(path.read_text())["records"]
     records = compute(exercise, limits)
     if path is not None:
         for stale in path.parent.glob(f"{exercise.name}-*.json"):  # older solution/library versions
             stale.unlink(missing_ok=True)
-        _write_private(path, {"exercise": exercise.name, "solution": str(exercise.path), "records": records})
+        _write_private(path, {"exercise": exercise.name, "solution": str(exercise.path),
+                              "versions": runtime_versions(), "records": records})
     return records
 
 
@@ -82,3 +96,43 @@ def _write_private(path: Path, content: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(content, f)
     os.replace(tmp, path)  # atomic: two graders computing the same reference cannot collide
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prunekit.grade.reference``: compute and cache expected values ahead of grading.
+
+    Run it once before a scheduler's job array, so that no array task runs the instructor's
+    notebook next to a student's (each task would otherwise compute the reference itself first).
+    """
+    import argparse
+    import sys
+
+    from .batch import resolve_limits
+    from .catalog import default_solutions_dir, load_catalog
+    from .sandbox import MODES, SandboxUnavailable
+
+    p = argparse.ArgumentParser(prog="python -m prunekit.grade.reference", description=main.__doc__.split("\n")[0])
+    p.add_argument("--solutions", type=Path, default=None, help="folder of solution notebooks")
+    p.add_argument("--exercise", action="append", default=None, help="only this exercise (repeatable)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: <solutions>/../.cache/prunekit-grade")
+    p.add_argument("--sandbox", choices=MODES, default="auto")
+    p.add_argument("--cell-timeout", type=float, default=60.0)
+    p.add_argument("--total-timeout", type=float, default=900.0)
+    p.add_argument("--memory-mb", type=int, default=4096)
+    args = p.parse_args(argv)
+    solutions = args.solutions or default_solutions_dir()
+    cache = args.cache_dir or Path(solutions).resolve().parent / ".cache" / "prunekit-grade"
+    try:
+        catalog = load_catalog(solutions)
+        limits = resolve_limits(Limits(args.cell_timeout, args.total_timeout, args.memory_mb), args.sandbox, cache)
+        for name in args.exercise or sorted(catalog):
+            load_or_compute(catalog[name], limits, cache)
+            print(f"{name}: {cache_path(catalog[name], cache)}")
+    except (OSError, ValueError, KeyError, GraderError, SandboxUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,18 +4,41 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from .autograde import GradeResult
 
 
 def write_json(result: GradeResult | list[tuple[str, GradeResult]], path: Path) -> None:
-    """One result as the documented object, or a folder's results as ``{stem: object}``."""
+    """One result as the documented object, or a folder's results as ``{stem: object}``.
+
+    Written atomically (a temporary file, then a rename): a job killed mid-write leaves no
+    half file for :mod:`prunekit.grade.merge` to read.
+    """
     if isinstance(result, GradeResult):
         content = result.as_dict()
     else:
         content = {name: r.as_dict() for name, r in result}
-    Path(path).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(content, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def task_columns(results: list[tuple[str, GradeResult]], catalog: dict | None = None) -> list[str]:
+    """The gradebook's task columns: the catalog's order for the graded exercises, else first seen."""
+    if catalog is not None:
+        graded = {r.exercise for _, r in results}
+        return [gid for ex in catalog.values() if ex.name in graded for gid, _ in ex.tests]
+    seen: dict[str, None] = {}
+    for _, result in results:
+        for task in result.tasks:
+            seen.setdefault(task.grade_id, None)
+    return list(seen)
 
 
 def feedback_markdown(name: str, result: GradeResult) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from . import sandbox
 from .records import RECORD_MIME
+from .sandbox import Sandbox
 
 KERNEL_NAME = "prunekit-sandbox"
 MAX_OUTPUT_BYTES = 16 << 20  # per cell; far above what a test cell prints or records
 MAX_MESSAGE_BYTES = 8 << 20  # per kernel message
+MAX_DATA_BYTES = 64 << 20  # data files larger than this are not offered to kernels
+MAX_HANDIN_BYTES = 64 << 20  # per handed-in file
 _log = logging.getLogger("prunekit.grade.runner")
 _log.addHandler(logging.NullHandler())
 _log.propagate = False
@@ -47,12 +51,12 @@ _log.propagate = False
 
 @dataclass
 class Limits:
-    """Time and memory limits for one notebook run (seconds, MiB)."""
+    """Time and memory limits for one notebook run (seconds, MiB), and the sandbox to run it in."""
 
     cell_timeout: float = 60.0
     total_timeout: float = 900.0
     memory_mb: int | None = 4096
-    user: str | None = field(default_factory=sandbox.default_user)
+    sandbox: Sandbox | None = None  # None: resolve("auto") once per process
     rlimit: bool = True  # RLIMIT_AS in the launcher; the RSS watchdog runs either way
     startup_timeout: float = 60.0
     recover_timeout: float = 10.0  # how long an interrupted kernel gets to answer again
@@ -76,48 +80,83 @@ class GraderError(RuntimeError):
     """The grader itself could not work (as opposed to a submission that fails)."""
 
 
-def run_notebook(nb: nbformat.NotebookNode, limits: Limits | None = None) -> list[CellRun]:
+@dataclass
+class RunOptions:
+    """Per-cell extras of one run (all optional).
+
+    ``preludes``: code run silently (no output, no history) just before a cell -- the grader
+    reseeds the random generators there, so a test does not depend on how many random numbers
+    the student's code drew (:mod:`prunekit.grade.seeding`). ``private``: cells kept out of the
+    kernel's input history (``In``, ``_ih``): test cells, whose hidden part a student's function
+    could otherwise read back while it runs. ``outbox``: a folder of the grader's that receives
+    the files the kernel handed in (:func:`prunekit.grade.hand_in`), for checks that run
+    outside the kernel.
+    """
+
+    preludes: dict[int, str] = field(default_factory=dict)
+    private: set[int] = field(default_factory=set)
+    outbox: Path | None = None
+
+
+_DEFAULT_SANDBOX: list[Sandbox] = []
+
+
+def default_sandbox() -> Sandbox:
+    """``sandbox.resolve("auto")``, once per process."""
+    if not _DEFAULT_SANDBOX:
+        _DEFAULT_SANDBOX.append(sandbox.resolve("auto"))
+    return _DEFAULT_SANDBOX[0]
+
+
+def run_notebook(nb: nbformat.NotebookNode, limits: Limits | None = None,
+                 options: RunOptions | None = None) -> list[CellRun]:
     """Execute every code cell of ``nb`` (in place) and return one :class:`CellRun` per cell."""
-    return asyncio.run(_run(nb, limits or Limits()))
+    return asyncio.run(_run(nb, limits or Limits(), options or RunOptions()))
 
 
-async def _run(nb: nbformat.NotebookNode, limits: Limits) -> list[CellRun]:
+async def _run(nb: nbformat.NotebookNode, limits: Limits, options: RunOptions) -> list[CellRun]:
+    box = limits.sandbox or default_sandbox()
     root = Path(tempfile.mkdtemp(prefix="prunekit-grade-"))
-    root.chmod(0o711)  # the sandbox user may pass through to its folder, not list ours
     try:
-        work, env = sandbox.prepare_workdir(root, limits.user, _data_dir())
-        km = _kernel_manager(root, work, limits)
-        client = _BoundedClient(
-            nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
-            allow_errors=True, interrupt_on_timeout=False,
-            startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
-            record_timing=False, iopub_timeout=5, log=_log, resources={"metadata": {"path": str(work)}},
-        )
-        replies: dict[int, dict] = {}
-        client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
-            cell_index, execute_reply.get("content", {})
-        )
-        log_path = root / "kernel.log"  # the kernel's own stdout/stderr, kept out of ours
-        try:
-            with open(log_path, "wb") as log_file:
-                return await _execute(client, nb, limits, replies, env=env, stdout=log_file, stderr=log_file)
-        except (RuntimeError, TimeoutError) as err:  # the kernel never came up
-            tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
-            raise GraderError(f"could not start a kernel: {err}\n{tail}") from err
+        with sandbox.lease_uid(box) as uid:
+            km, launch = _kernel_manager(root, box, uid, limits)
+            client = _BoundedClient(
+                nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
+                allow_errors=True, interrupt_on_timeout=False,
+                startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
+                record_timing=False, iopub_timeout=5, log=_log, resources={"metadata": {"path": launch["cwd"]}},
+            )
+            replies: dict[int, dict] = {}
+            client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
+                cell_index, execute_reply.get("content", {})
+            )
+            log_path = root / "kernel.log"  # the kernel's own stdout/stderr, kept out of ours
+            try:
+                with open(log_path, "wb") as log_file:
+                    runs = await _execute(client, nb, limits, options, replies, box,
+                                          stdout=log_file, stderr=log_file, **launch)
+            except (RuntimeError, TimeoutError) as err:  # the kernel never came up
+                tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+                raise GraderError(f"could not start a kernel: {err}\n{tail}") from err
+        if options.outbox is not None:
+            _collect(root / "outbox", options.outbox)
+        return runs
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _execute(client, nb, limits: Limits, replies: dict, **start: Any) -> list[CellRun]:
+async def _execute(client, nb, limits: Limits, options: RunOptions, replies: dict, box: Sandbox,
+                   **start: Any) -> list[CellRun]:
     async with client.async_setup_kernel(cleanup_kc=True, **start):
         watchdog = _Watchdog(client.km, limits.memory_mb)
         task = asyncio.ensure_future(watchdog.watch())
         try:
-            return await _run_cells(client, nb, limits, replies, watchdog)
+            return await _run_cells(client, nb, limits, options, replies, watchdog)
         finally:
             task.cancel()
-            _kill_tree(watchdog.pid)
-            _kill_strays(start["env"][sandbox.RUN_TOKEN])
+            _kill_tree(watchdog.pid)  # in the box, this also ends the PID namespace and all in it
+            if not box.boxed:
+                _kill_strays(start["env"][sandbox.RUN_TOKEN])
 
 
 class _BoundedClient(NotebookClient):
@@ -140,31 +179,57 @@ class _BoundedClient(NotebookClient):
 
 
 class _SandboxKernelManager(AsyncKernelManager):
-    """Its clients refuse oversized messages: a print flood from the kernel
-    arrives as huge stream messages, which zmq then drops before they reach our memory."""
+    """Its clients refuse oversized messages (a print flood arrives as huge stream messages,
+    which zmq then drops before they reach our memory), and its connection file -- written as
+    the grader -- is handed to the kernel's uid."""
+
+    kernel_uid: int | None = None
 
     def client(self, **kwargs: Any):
         kc = super().client(**kwargs)
         kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         return kc
 
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.kernel_uid is not None:
+            os.chown(self.connection_file, self.kernel_uid, self.kernel_uid)
 
-def _kernel_manager(root: Path, work: Path, limits: Limits) -> AsyncKernelManager:
-    """A kernel manager whose only kernel spec is the sandbox launcher."""
+
+def _kernel_manager(root: Path, box: Sandbox, uid: int | None, limits: Limits
+                    ) -> tuple[AsyncKernelManager, dict[str, Any]]:
+    """A kernel manager whose only kernel spec is the sandbox, talking over Unix sockets.
+
+    Returns it with the keyword arguments for starting the kernel (environment, folder).
+    """
+    ipc = sandbox.prepare_ipc(root, uid)
+    outbox = sandbox.prepare_outbox(root, uid)
+    memory = limits.memory_mb if limits.rlimit else None
+    cpu = int(4 * limits.total_timeout) + 60
+    kernel = [sandbox.kernel_python(box), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if box.boxed:
+        argv = (sandbox.limits_argv(memory, cpu, own_uid=uid is not None)
+                + sandbox.bwrap_argv(box, ipc, uid, _data_files(), outbox) + kernel)
+        launch = {"env": sandbox._outer_env(), "cwd": str(root)}
+    else:
+        work, env = sandbox.unboxed_workdir(root, _data_files(), outbox)
+        argv = sandbox.limits_argv(memory, cpu, own_uid=False) + kernel
+        launch = {"env": env, "cwd": str(work)}
     spec_dir = root / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    memory = limits.memory_mb if limits.rlimit else None
-    argv = sandbox.kernel_argv(memory, limits.user, cpu_seconds=int(4 * limits.total_timeout) + 60)
-    spec = {"argv": argv, "display_name": "prunekit grader",
-            "language": "python"}
+    spec = {"argv": argv, "display_name": "prunekit grader", "language": "python",
+            "interrupt_mode": "message"}  # a signal would stop at bwrap; a message reaches the kernel
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     specs = KernelSpecManager(kernel_dirs=[str(root / "kernels")], ensure_native_kernel=False)
-    km = _SandboxKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
-    km.connection_file = str(work / ".runtime" / "kernel-connection.json")
-    return km
+    km = _SandboxKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs,
+                               transport="ipc", ip=str(ipc / "kernel"))
+    km.kernel_uid = uid
+    km.connection_file = str(ipc / "connection.json")
+    return km, launch
 
 
-async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: _Watchdog) -> list[CellRun]:
+async def _run_cells(client, nb, limits: Limits, options: RunOptions, replies: dict,
+                     watchdog: _Watchdog) -> list[CellRun]:
     runs: list[CellRun] = []
     deadline = time.monotonic() + limits.total_timeout
     stopped = ""  # once set, the kernel is gone and this says why
@@ -180,7 +245,10 @@ async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: _Watch
             runs.append(CellRun(index, "not_run", detail=stopped))
             continue
         timeout = max(1, int(min(limits.cell_timeout, remaining)))
-        run, stopped = await _run_cell(client, cell, index, timeout, replies, watchdog, limits.recover_timeout)
+        if index in options.preludes:
+            await _prelude(client, options.preludes[index], limits.recover_timeout)
+        run, stopped = await _run_cell(client, cell, index, timeout, replies, watchdog, limits.recover_timeout,
+                                       store_history=index not in options.private)
         if run.status == "timeout" and timeout < limits.cell_timeout:
             run.detail = f"the total time limit of {limits.total_timeout:g} s was used up"
         runs.append(run)
@@ -188,12 +256,12 @@ async def _run_cells(client, nb, limits: Limits, replies: dict, watchdog: _Watch
 
 
 async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: _Watchdog,
-                    recover: float) -> tuple[CellRun, str]:
+                    recover: float, store_history: bool = True) -> tuple[CellRun, str]:
     """Run one cell; return its record and, if the kernel is gone afterwards, why."""
     client.timeout = timeout
     start = time.monotonic()
     try:
-        await client.async_execute_cell(cell, index)
+        await client.async_execute_cell(cell, index, store_history=store_history)
     except CellTimeoutError:
         run = CellRun(index, "timeout", seconds=timeout, detail=f"timed out after {timeout} s")
         if watchdog.tripped:
@@ -236,11 +304,23 @@ def _records(cell) -> list[dict]:
     return found
 
 
+async def _prelude(client, code: str, seconds: float) -> bool:
+    """Run ``code`` silently before a cell; True when the kernel answered (its status is not ours
+    to judge: a submission that broke the random generators only changes its own results)."""
+    return await _answered(client, client.kc.execute(code, silent=True, store_history=False), seconds)
+
+
 async def _recover(client, seconds: float) -> bool:
     """Interrupt the kernel after a timeout; True if it answers a trivial request again."""
     try:
         await client.km.interrupt_kernel()
-        msg_id = client.kc.execute("", silent=True, store_history=False)
+        return await _answered(client, client.kc.execute("", silent=True, store_history=False), seconds)
+    except Exception:
+        return False
+
+
+async def _answered(client, msg_id: str, seconds: float) -> bool:
+    try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -327,3 +407,32 @@ def _kill_strays(token: str) -> None:
 def _data_dir() -> Path:
     """The grader's course data folder (same rule as :func:`prunekit.data.data_dir`, no torch import)."""
     return Path(os.environ.get("PRUNEKIT_DATA", Path.home() / ".cache" / "prunekit"))
+
+
+def _data_files() -> list[Path]:
+    """Cached data sets the kernel may read (bound read-only into the box, copied without one)."""
+    folder = _data_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.stat().st_size < MAX_DATA_BYTES)
+
+
+def _collect(source: Path, dest: Path) -> None:
+    """Copy the handed-in files to the grader's ``dest``: regular files only, never a link (the
+    kernel made them and could point a link at a grader file), at most :data:`MAX_HANDIN_BYTES`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        return
+    for entry in os.scandir(source):
+        if not entry.is_file(follow_symlinks=False) or entry.name.startswith("."):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                continue
+            data = src.read(MAX_HANDIN_BYTES + 1)
+        if len(data) <= MAX_HANDIN_BYTES:
+            (dest / entry.name).write_bytes(data)

@@ -1,7 +1,9 @@
 """Two tiny exercises in the solution format, built in code (a few quick tasks each).
 
-``ex90_tiny`` has three tasks: a pure-Python function (``double``), a torch function checked
-with ``torch.allclose`` (``l1_rows``) and a top-level value (``answer``). ``ex91_other`` has one
+``ex90_tiny`` has three tasks: a pure-Python function (``double``, whose hidden test holds a
+liftable literal), a torch function checked with ``torch.allclose`` whose properties (no grad,
+``ValueError`` on bad input) are asserted *and* recorded and whose hidden test draws from the
+global generator (``l1_rows``), and a top-level value (``answer``). ``ex91_other`` has one
 task; it exists so that a notebook of the wrong exercise can be submitted.
 """
 
@@ -33,15 +35,25 @@ TINY_CELLS = [
     ("markdown", "# A tiny exercise\nThree quick tasks."),
     ("setup", "import torch\nfrom prunekit.grade import record"),
     ("tiny-double", "def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+    # the hidden assert holds a literal on purpose: a submission that lifts it from the test's source
+    # passes that assert, and must still lose the task on the recorded values
     ("test-double", "assert double(2) == 4, 'double(2) should be 4'\nrecord('double_3', double(3))\n"
                     "### BEGIN HIDDEN TESTS\nassert double(-1) == -2\n"
                     "record('double_list', [double(i) for i in range(5)])\n"
                     "### END HIDDEN TESTS", 2.0),
-    ("tiny-l1", "def l1_rows(w):\n    \"\"\"L1 norm of every row of a 2-D tensor.\"\"\"\n    ### BEGIN SOLUTION\n"
-                "    return w.abs().sum(dim=1)\n    ### END SOLUTION"),
-    ("test-l1", "w = torch.tensor([[1.0, -2.0], [0.5, 0.25]])\n"
-                "assert torch.allclose(l1_rows(w), torch.tensor([3.0, 0.75])), 'wrong L1 norms'\n"
-                "### BEGIN HIDDEN TESTS\ng = torch.Generator().manual_seed(0)\nw2 = torch.randn(4, 3, generator=g)\n"
+    ("tiny-l1", "def l1_rows(w):\n    \"\"\"L1 norm of every row of a 2-D tensor, as a tensor without grad.\"\"\"\n"
+                "    ### BEGIN SOLUTION\n    if w.dim() != 2:\n"
+                "        raise ValueError(f'l1_rows needs a 2-D tensor, got {w.dim()}-D')\n"
+                "    return w.detach().abs().sum(dim=1)\n    ### END SOLUTION"),
+    # every asserted property is recorded too; the hidden test draws from the *global* generator
+    # after the student's calls on purpose: the grader reseeds there, so it is still fair
+    ("test-l1", "w = torch.tensor([[1.0, -2.0], [0.5, 0.25]], requires_grad=True)\ns = l1_rows(w)\n"
+                "assert torch.allclose(s, torch.tensor([3.0, 0.75])), 'wrong L1 norms'\n"
+                "assert not s.requires_grad, 'the norms must not require grad'\n"
+                "try:\n    l1_rows(torch.ones(3))\n    raised = False\nexcept ValueError:\n    raised = True\n"
+                "assert raised, 'a 1-D tensor must raise ValueError'\n"
+                "record('l1_visible', s)\nrecord('l1_checks', {'requires_grad': s.requires_grad, 'raised': raised})\n"
+                "### BEGIN HIDDEN TESTS\nw2 = torch.randn(4, 3)\n"
                 "assert torch.allclose(l1_rows(w2), w2.abs().sum(1))\nrecord('l1_random', l1_rows(w2))\n"
                 "### END HIDDEN TESTS", 3.0),
     ("tiny-answer", "### BEGIN SOLUTION\nanswer = sum(range(10))\n### END SOLUTION"),
@@ -50,7 +62,8 @@ TINY_CELLS = [
 
 SOLUTIONS = {
     "tiny-double": "def double(x):\n    return 2 * x",
-    "tiny-l1": "def l1_rows(w):\n    return w.abs().sum(dim=1)",
+    "tiny-l1": "def l1_rows(w):\n    if w.dim() != 2:\n        raise ValueError('2-D only')\n"
+               "    return w.detach().abs().sum(dim=1)",
     "tiny-answer": "answer = sum(range(10))",
 }
 
