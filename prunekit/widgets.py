@@ -121,11 +121,14 @@ def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
     the channels under Liu et al.'s global threshold -- and then no group may lose more than
     ``floor(max_ratio * size)``. Returns ``{layer name: ratio}`` for :func:`prunekit.prune`'s
     ``ratios=``. The cap means the total removed can fall short of ``ratio``: that is the
-    point, it refuses to empty a layer (the outline's uncapped version keeps 1 channel).
+    point, it refuses to empty a layer (the outline's uncapped version empties whole layers).
 
-    Unlike ``prune(..., scope="global")``, the raw |gamma| are compared, not scores
-    normalised per layer: after slimming, BN scales are comparable across layers, and that
-    comparability is what network slimming relies on."""
+    The raw |gamma| are compared, as in the paper (``prune(..., scope="global",
+    normalise=False)`` ranks the same way but tops up elsewhere to reach the full ratio).
+    A layer's gamma scale is not comparable to another's when BatchNorm follows the next
+    conv -- scaling one layer's gammas is undone downstream (Ye et al., 2018) -- but after
+    slimming the gammas split into a near-zero pile and the rest, orders of magnitude
+    apart, so every threshold inside that gap removes the same channels."""
     from .graph import build_graph
     from .importance import group_scores
     from .plan import EPS
