@@ -1,7 +1,8 @@
 """Pretrained checkpoints shipped with the course, so no notebook has to train from scratch.
 
-Every model was trained on the embedded MNIST subset (``make_loaders("mnist")``) by the
-recipe in :data:`RECIPES`, and can be rebuilt bit for bit::
+Every model was trained on the embedded MNIST subset (``make_loaders("mnist")``) -- or, for
+``vgg_small_hard``, on the same digits distorted (``"mnist_hard"``) -- by the recipe in
+:data:`RECIPES`, and can be rebuilt bit for bit::
 
     python -m prunekit.zoo list                  # what is shipped, with accuracy and size
     python -m prunekit.zoo train vgg_small       # retrain one (seeded, 1 thread) and print accuracy
@@ -75,6 +76,10 @@ RECIPES: dict[str, Recipe] = {
     # a transformer wants AdamW, a larger weight decay, more epochs and shifted images: without
     # the shifts it memorises the 3,500 training images: 92.5% test accuracy instead of 97.4%
     "vit_tiny": Recipe("vit_tiny", epochs=60, lr=3e-3, weight_decay=0.05, optimizer="adamw", max_shift=2),
+    # the harder task of lecture 06 (distorted digits, prunekit.data "mnist_hard"): without the
+    # shifts the VGG memorises the training set (99.9% train, 85.9% test accuracy); with them
+    # it trains to ~94% and tests at ~89% -- a model whose gradients still carry information
+    "vgg_small_hard": Recipe("vgg_small", dataset="mnist_hard", max_shift=2),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -136,3 +137,69 @@ def test_cifar10_unreachable_url_says_where_to_put_the_file(tmp_path):
     msg = str(err.value)
     assert "Offline?" in msg and str(tmp_path) in msg and data.CIFAR10_ARCHIVE in msg
     assert not list(tmp_path.iterdir())  # no half-downloaded file left behind
+
+
+# ----------------------------------------------------------------------------- MNIST, harder
+def _digit_like(n: int = 6) -> np.ndarray:
+    """Small uint8 'digits': a bright bar on black, so a transform visibly moves pixels."""
+    images = np.zeros((n, 1, 28, 28), np.uint8)
+    images[:, 0, 6:22, 12:16] = 255
+    return images
+
+
+def test_distort_is_deterministic_and_seeded():
+    images = _digit_like()
+    a, b = data.distort(images), data.distort(images)
+    assert a.dtype == np.uint8 and a.shape == images.shape
+    assert np.array_equal(a, b)                                   # same seed, same bytes
+    other = data.distort(images, data.Distortion(seed=data.HARD_DISTORTION.seed + 1))
+    assert not np.array_equal(a, other)
+    assert not np.array_equal(a, images)                          # it does change the images
+
+
+def test_distort_components_do_what_the_docstring_says():
+    images = _digit_like()
+    only = dict(rotation=0.0, scale=(1.0, 1.0), shear=0.0, shift=0.0, occlusion=(0, 0), noise=0.0)
+    assert np.array_equal(data.distort(images, data.Distortion(**only)), images)  # identity
+    occluded = data.distort(np.full((4, 1, 28, 28), 200, np.uint8),
+                            data.Distortion(**{**only, "occlusion": (6, 6)}))
+    # every image gets exactly one 6x6 black rectangle, nothing else changes
+    assert [int((img == 0).sum()) for img in occluded] == [36] * 4
+    assert set(np.unique(occluded)) == {0, 200}
+    noisy = data.distort(np.full((2, 1, 28, 28), 128, np.uint8), data.Distortion(**{**only, "noise": 0.1}))
+    assert abs(float(noisy.std()) - 25.5) < 2.0                   # std 0.1 * 255
+
+
+def test_distort_refuses_colour_or_float_images():
+    with pytest.raises(ValueError, match="uint8 grey images"):
+        data.distort(np.zeros((2, 3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="uint8 grey images"):
+        data.distort(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def test_mnist_hard_is_the_same_digits_cached_and_split_alike(tmp_path, monkeypatch):
+    data.load_arrays("mnist")                                      # the plain cache, parsed once
+    shutil.copy(data.data_dir() / "mnist5k.npz", tmp_path)        # -> a fresh folder without the hard one
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
+    plain_x, plain_y = data.load_arrays("mnist")
+    hard_x, hard_y = data.load_arrays("mnist_hard")
+    assert (tmp_path / "mnist5k_hard_v1.npz").exists()           # cached in the data folder
+    assert np.array_equal(hard_y, plain_y) and hard_x.shape == plain_x.shape == (5000, 1, 28, 28)
+    assert np.array_equal(data.distort(plain_x[:50]), hard_x[:50])  # the cache is distort()'s output
+    again_x, _ = data.load_arrays("mnist_hard")
+    assert np.array_equal(again_x, hard_x)
+    spec = data.SPECS["mnist_hard"]
+    assert abs(hard_x.mean() / 255 - spec.mean[0]) < 1e-4 and abs((hard_x / 255).std() - spec.std[0]) < 1e-4
+    plain, hard = data.make_splits("mnist", seed=0), data.make_splits("mnist_hard", seed=0)
+    assert torch.equal(plain.test.tensors[1], hard.test.tensors[1])  # the same digits in each split
+    assert (len(hard.train), len(hard.val), len(hard.test)) == (3500, 500, 1000)
+
+
+MNIST_HARD_SHA256 = "cfc0950bf5eee999c10aa8e305cfce43a7aa0b82fc74dbf79a7f90831662360c"
+
+
+def test_mnist_hard_bytes_are_pinned():
+    # a changed distortion (or a library that interpolates differently) changes the dataset the
+    # shipped vgg_small_hard checkpoint and the committed experiment results were computed on
+    fresh = data.distort(data.load_arrays("mnist")[0])            # not the cache: recomputed now
+    assert hashlib.sha256(fresh.tobytes()).hexdigest() == MNIST_HARD_SHA256

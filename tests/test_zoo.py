@@ -12,12 +12,20 @@ from torch import nn
 from prunekit import data, zoo
 from prunekit.train import evaluate
 
-SHIPPED = ["mobilenetv2_small", "resnet8", "vgg_small", "vgg_small_slim", "vit_tiny"]
+SHIPPED = ["mobilenetv2_small", "resnet8", "vgg_small", "vgg_small_hard", "vgg_small_slim", "vit_tiny"]
 
 
 @pytest.fixture(scope="module")
-def mnist_test():
-    return data.make_loaders("mnist", seed=0).test
+def test_loader():
+    """The test split of a checkpoint's own dataset (each loaded once)."""
+    cache = {}
+
+    def get(dataset: str):
+        if dataset not in cache:
+            cache[dataset] = data.make_loaders(dataset, seed=0).test
+        return cache[dataset]
+
+    return get
 
 
 def test_every_recipe_is_shipped():
@@ -25,7 +33,7 @@ def test_every_recipe_is_shipped():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_checkpoint_reproduces_its_manifest_exactly(name, mnist_test):
+def test_checkpoint_reproduces_its_manifest_exactly(name, test_loader):
     info = zoo.pretrained_info(name)
     path = zoo.CHECKPOINT_DIR / info["file"]
     assert path.stat().st_size == info["size_bytes"] <= 1.5e6
@@ -33,7 +41,7 @@ def test_checkpoint_reproduces_its_manifest_exactly(name, mnist_test):
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
     model = zoo.load_pretrained(name)
     assert not model.training
-    result = evaluate(model, mnist_test)
+    result = evaluate(model, test_loader(info["dataset"]))
     assert (result.correct, result.total) == (info["test_correct"], info["test_total"])
     assert result.accuracy == info["test_accuracy"]
 
@@ -55,6 +63,14 @@ def test_vit_recipe_uses_adamw_and_shifts():
     assert (recipe.architecture, recipe.optimizer) == ("vit_tiny", "adamw") and recipe.max_shift > 0
     assert zoo.pretrained_info("vit_tiny")["test_correct"] >= 970
     assert zoo.load_pretrained("vit_tiny").pos_embed.shape == (1, 50, 64)   # 7x7 patches + class
+
+
+def test_hard_checkpoint_is_the_plain_recipe_on_the_harder_digits():
+    plain, hard = zoo.pretrained_info("vgg_small"), zoo.pretrained_info("vgg_small_hard")
+    assert (hard["architecture"], hard["dataset"], hard["max_shift"]) == ("vgg_small", "mnist_hard", 2)
+    assert hard["size_bytes"] < 1e6
+    # the point of the harder task: far from saturated, where the plain subset is at ~98%
+    assert plain["test_accuracy"] >= 0.97 and 0.8 <= hard["test_accuracy"] <= 0.92
 
 
 def test_slim_checkpoint_is_sparse_and_plain_one_is_not():
