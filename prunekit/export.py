@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .device import device_of
+
 __all__ = ["FORMAT", "layer_spec", "architecture_spec", "apply_spec", "save_pruned", "load_pruned",
            "export_program", "load_program"]
 
@@ -110,8 +112,10 @@ def save_pruned(model: nn.Module, path: str | Path, architecture: str, in_channe
     return path
 
 
-def load_pruned(path: str | Path, builder: Callable[..., nn.Module] | None = None) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pruned`; returned in eval mode.
+def load_pruned(path: str | Path, builder: Callable[..., nn.Module] | None = None,
+                device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned`; returned in eval mode on ``device``
+    (the file always holds CPU tensors: it loads on any machine).
 
     The file is read with ``weights_only=True`` (tensors and plain values only). ``builder``
     (default: :func:`prunekit.models.build_model` by the stored name) must build the *dense*
@@ -129,7 +133,7 @@ def load_pruned(path: str | Path, builder: Callable[..., nn.Module] | None = Non
         model = builder(in_channels=payload["in_channels"], num_classes=payload["num_classes"])
     apply_spec(model, payload["spec"])
     model.load_state_dict(payload["state_dict"], strict=True)
-    return model.eval()
+    return model.to(device).eval()
 
 
 def export_program(model: nn.Module, example_input: Tensor, path: str | Path,
@@ -144,6 +148,11 @@ def export_program(model: nn.Module, example_input: Tensor, path: str | Path,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The program stores its example input. A slice of a loader's batch is a *view*, and
+    # saving a view saves the whole tensor behind it (a 2-image slice of the MNIST test
+    # batch carried 1.57 MB): store a compact copy, on the model's device.
+    example_input = example_input.detach().to(device_of(model)).clone(
+        memory_format=torch.contiguous_format)
     was_training = model.training
     model.eval()
     try:
@@ -156,7 +165,8 @@ def export_program(model: nn.Module, example_input: Tensor, path: str | Path,
 
 
 def load_program(path: str | Path) -> nn.Module:
-    """Load a program saved by :func:`export_program`; call it like the original model."""
+    """Load a program saved by :func:`export_program`; call it like the original model.
+    It runs on the device it was exported on (its weights are constants of the graph)."""
     from torch.export import load
 
     return load(Path(path)).module()

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .device import device_of, to_device
 from .errors import PruningError
 from .graph import PRODUCER_ROLES, ChannelGraph, Group, build_graph, eval_mode
 from .modules import PrunedMultiheadAttention
@@ -155,7 +156,7 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
     Computed in **eval mode**: in train mode BatchNorm re-normalises every filter, the loss is
     invariant to a filter's scale, so ``sum w * dL/dw`` is ~1e-9 for conv weights. Gradients
     are taken with ``torch.autograd.grad``: the model's ``.grad`` fields stay untouched.
-    Returns ``{module name: Tensor[out_channels]}``.
+    Runs on the model's device; returns ``{module name: Tensor[out_channels]}`` on the CPU.
     """
     loss_fn = loss_fn or F.cross_entropy
     layers = _scored_layers(model)
@@ -165,7 +166,7 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
         raise PruningError("taylor needs parameters with requires_grad=True")
     totals = {name: torch.zeros(_row_params(m)[0].shape[0], device=_row_params(m)[0].device)
               for name, m in layers.items()}
-    taken = _batches(data, batches)
+    taken = to_device(_batches(data, batches), device_of(model))
     with eval_mode(model):
         for x, y in taken:
             grads = torch.autograd.grad(loss_fn(model(x), y), [p for _, p in params],
@@ -194,7 +195,7 @@ def group_oracle(model: nn.Module, graph: ChannelGraph, group: Group, data: Any,
     masked model.
     """
     loss_fn = loss_fn or F.cross_entropy
-    taken = _batches(data, batches)
+    taken = to_device(_batches(data, batches), device_of(model))
     scratch = copy.deepcopy(graph.gm).eval()
     scores = torch.zeros(group.size)
     rows = {m.label if m.module else m.tensor: [m.rows(torch.tensor([c]))

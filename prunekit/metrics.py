@@ -8,7 +8,8 @@ convention, two FLOPs. Papers mix the two; prunekit reports MACs, and
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +19,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params", "count_macs", "model_size_bytes", "Latency", "measure_latency",
-           "ModelSummary", "summary"]
+from .device import device_of, synchronize, to_device
+
+__all__ = ["count_params", "count_macs", "model_size_bytes", "Latency", "latency_samples",
+           "measure_latency", "compare_latency", "ModelSummary", "summary"]
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -35,7 +38,9 @@ def count_macs(model: nn.Module, example_input: Tensor) -> int:
     the cheap element-wise ops (BatchNorm, ReLU, adds, pooling) -- the usual convention in
     pruning papers. Attention is run on its plain-math path while counting: the fused CPU
     kernels (``nn.MultiheadAttention``'s fast path, flash attention) are invisible to it.
+    Runs on the model's device; on the ``meta`` device it counts without computing anything.
     """
+    example_input = to_device(example_input, device_of(model))
     was_training = model.training
     fast_path = torch.backends.mha.get_fastpath_enabled()
     model.eval()
@@ -67,46 +72,166 @@ class Latency:
     """Wall-clock time of one forward pass: median and inter-quartile range (IQR) over
     ``repeats`` timed runs. The median ignores the odd slow run (another process, a page
     fault); the IQR says how much to trust it -- compare two models only when their
-    difference is clearly larger than their IQRs."""
+    difference is clearly larger than their IQRs.
+
+    Both are times of one call on a whole batch; :attr:`per_image_ms` and
+    :attr:`per_image_iqr_ms` divide both by the batch size (never mix a per-image median with
+    a per-batch spread)."""
 
     median_ms: float
     iqr_ms: float
     threads: int
     batch: int
     repeats: int
+    device: str = "cpu"
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.median_ms / self.batch
+
+    @property
+    def per_image_iqr_ms(self) -> float:
+        return self.iqr_ms / self.batch
 
     def __str__(self) -> str:
         s = "" if self.threads == 1 else "s"
+        where = "" if self.device == "cpu" else f", {self.device}"
         return (f"{self.median_ms:.3f} ms (IQR {self.iqr_ms:.3f} ms), batch {self.batch}, "
-                f"{self.threads} thread{s}")
+                f"{self.threads} thread{s}{where}")
+
+
+def _check_timing_args(repeats: int, warmup: int, threads: int) -> None:
+    if repeats < 1 or warmup < 0 or threads < 1:
+        raise ValueError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
+
+
+def _cpu_times_ms(model: nn.Module, x: Tensor, threads: int, repeats: int, warmup: int) -> list[float]:
+    """CPU: ``torch.utils.benchmark.Timer`` sets the thread count for the measurement and
+    restores it afterwards; each run is timed on its own so the spread can be reported."""
+    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
+    if warmup:
+        timer.timeit(warmup)
+    return [timer.timeit(1).median * 1e3 for _ in range(repeats)]
+
+
+def _cuda_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
+    """CUDA: the call returns as soon as the kernels are *queued*, so a CPU clock around it
+    measures the launch, not the work. A CUDA event is a timestamp written by the GPU itself
+    when the queue reaches it: ``start.elapsed_time(end)`` is the GPU time between two of them.
+    The warm-up also lets cuDNN pick its kernels (and lazy CUDA initialisation happen)."""
+    for _ in range(warmup):
+        model(x)
+    torch.cuda.synchronize(x.device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(repeats):
+        start.record()
+        model(x)
+        end.record()
+        end.synchronize()               # wait for this run only
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def _synchronized_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
+    """Any other device (Apple's MPS, ...): wall clock between two full synchronisations."""
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        synchronize(x.device)
+        t = time.perf_counter()
+        model(x)
+        synchronize(x.device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def latency_samples(model: nn.Module, example_input: Tensor, threads: int = 1, repeats: int = 30,
+                    warmup: int = 5) -> list[float]:
+    """Milliseconds of each of ``repeats`` timed calls ``model(example_input)``, after
+    ``warmup`` untimed ones, in eval mode without autograd, on the model's device (the input
+    is moved there first). The building block of :func:`measure_latency` and
+    :func:`compare_latency`."""
+    _check_timing_args(repeats, warmup, threads)
+    device = device_of(model)
+    x = to_device(example_input, device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if device.type == "cpu":
+                return _cpu_times_ms(model, x, threads, repeats, warmup)
+            with _torch_threads(threads):   # the CPU side of a GPU run: launching kernels
+                if device.type == "cuda":
+                    return _cuda_times_ms(model, x, repeats, warmup)
+                return _synchronized_times_ms(model, x, repeats, warmup)
+    finally:
+        model.train(was_training)
+
+
+def _as_latency(times_ms: list[float], threads: int, batch: int, device: torch.device) -> Latency:
+    q1, median, q3 = np.percentile(np.asarray(times_ms), [25, 50, 75])
+    return Latency(float(median), float(q3 - q1), threads, batch, len(times_ms), str(device))
 
 
 def measure_latency(model: nn.Module, example_input: Tensor, threads: int = 1, repeats: int = 30,
                     warmup: int = 5) -> Latency:
-    """Time ``model(example_input)`` in eval mode, without autograd, on ``threads`` CPU threads.
+    """Time ``model(example_input)`` in eval mode, without autograd, on the model's device.
 
-    Built on ``torch.utils.benchmark.Timer``, which sets the torch thread count for the
-    measurement and restores it afterwards, and handles CUDA synchronisation. ``warmup``
-    untimed runs first let the allocator and kernel caches settle; then ``repeats`` runs are
-    timed one by one so their spread can be reported.
+    The rules (see lecture 07): ``warmup`` untimed runs first let the allocator and kernel
+    caches settle (on a GPU also cuDNN's choice of kernels); then ``repeats`` runs are timed
+    one by one so their spread can be reported. On the CPU the work runs on ``threads``
+    threads (``torch.utils.benchmark.Timer`` sets and restores the count); on a CUDA GPU
+    each run is timed by CUDA events, because a Python clock would only see the kernel
+    launches (see :func:`latency_samples`).
 
     Fix ``threads`` when comparing models: on a shared machine a multi-threaded time mostly
-    measures the neighbours. The course uses 1 thread (and batch 1 and 64)."""
-    if repeats < 1 or warmup < 0 or threads < 1:
-        raise ValueError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
-    was_training = model.training
-    model.eval()
-    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": example_input},
-                            num_threads=threads)
-    try:
-        with torch.no_grad():
-            if warmup:
-                timer.timeit(warmup)
-            times = [timer.timeit(1).median for _ in range(repeats)]
-    finally:
-        model.train(was_training)
-    q1, median, q3 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
-    return Latency(float(median), float(q3 - q1), threads, int(example_input.shape[0]), repeats)
+    measures the neighbours. The course uses 1 thread (and batch 1 and 64). To compare
+    several models, prefer :func:`compare_latency`, which interleaves them."""
+    times = latency_samples(model, example_input, threads, repeats, warmup)
+    return _as_latency(times, threads, int(example_input.shape[0]), device_of(model))
+
+
+def compare_latency(models: Mapping[str, nn.Module], example_input: Tensor, threads: int = 1,
+                    rounds: int = 5, repeats: int = 10, warmup: int = 3) -> dict[str, Latency]:
+    """Latency of several models on the same input, measured in interleaved rounds.
+
+    Timing model A for a minute and then model B compares A's minute with B's: if a
+    neighbour starts a job (or the CPU's clock drops as it heats up) in between, B looks
+    slower for nothing. Here every round times every model (``repeats`` runs each), in an
+    order that rotates from round to round, so a slow spell hits all models alike and no
+    model always runs right after a bigger one. Each result pools the ``rounds * repeats``
+    runs of its model: the median, and an IQR that includes the drift between rounds.
+    Every model is warmed up (``warmup`` runs) before the first round; each runs on its
+    own device, the same way as :func:`measure_latency`.
+    """
+    _check_timing_args(repeats, warmup, threads)
+    if rounds < 1 or not models:
+        raise ValueError(f"need rounds >= 1 and at least one model; got {rounds}, {len(models)}")
+    names = list(models)
+    for name in names:
+        latency_samples(models[name], example_input, threads, repeats=1, warmup=warmup)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name] += latency_samples(models[name], example_input, threads, repeats, warmup=0)
+    batch = int(example_input.shape[0])
+    return {name: _as_latency(times[name], threads, batch, device_of(models[name])) for name in names}
+
+
+class _torch_threads:
+    """Context manager: torch's intra-op thread count set to ``n`` inside, restored after."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.saved = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
 
 
 # ----------------------------------------------------------------------------- summary

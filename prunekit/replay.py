@@ -118,7 +118,7 @@ class SuffixReplay:
                 if n in self.unread:
                     continue
                 out = keep[n].clone()
-                out[:, self.channel_index[self.roots[n]][channel]] = 0
+                out[:, self.channel_index[self.roots[n]][channel].to(out.device)] = 0
                 replay.env[n] = out
             else:
                 replay.env[n] = replay.run_node(n)

@@ -15,6 +15,9 @@ can later be removed for free. Pass it to :func:`train` through ``extra_loss``.
 
 Everything is seeded: the same ``seed`` gives bit-identical weights (at a fixed number of
 threads), which is what lets notebook outputs be compared automatically.
+
+Every function here runs on the model's device (CPU or GPU, see :mod:`prunekit.device`) and
+moves each batch of the (CPU) data loader there: ``model.to("cuda")`` is all it takes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from .device import device_of, to_device
 
 __all__ = [
     "EvalResult", "set_seed", "progress_enabled", "train", "evaluate", "fine_tune",
@@ -113,10 +118,12 @@ def _train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Opti
                  bar, criterion: Criterion = _cross_entropy,
                  augment: Augment | None = None) -> dict[str, float]:
     model.train()
+    device = device_of(model)
     seen = correct = 0
     loss_sum = 0.0
     step = first_step
     for x, y in loader:
+        x, y = to_device(x, device), to_device(y, device)
         if augment is not None:
             x = augment(x)
         for group in optimizer.param_groups:
@@ -221,8 +228,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: DataLoader, ep
     teacher.eval()
 
     def criterion(logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        with torch.no_grad():
-            target_logits = teacher(x)
+        with torch.no_grad():   # the teacher may live on another device than the student
+            target_logits = teacher(to_device(x, device_of(teacher))).to(logits.device)
         return distillation_loss(logits, target_logits, y, temperature, alpha)
 
     try:
@@ -249,10 +256,12 @@ def evaluate(model: nn.Module, loader: Iterable) -> EvalResult:
     """Accuracy and mean cross-entropy of ``model`` in eval mode (its mode is restored after)."""
     was_training = model.training
     model.eval()
+    device = device_of(model)
     correct = total = 0
     loss_sum = 0.0
     try:
         for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
             logits = model(x)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -280,6 +289,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> nn.
     if not bns:
         return model.eval()
     saved_momentum = [bn.momentum for bn in bns]
+    device = device_of(model)
     model.eval()
     for bn in bns:
         bn.reset_running_stats()
@@ -289,7 +299,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> nn.
         for i, (x, _) in enumerate(loader):
             if i >= batches:
                 break
-            model(x)
+            model(to_device(x, device))
     finally:
         for bn, momentum in zip(bns, saved_momentum):
             bn.momentum = momentum

@@ -57,6 +57,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, fx, nn
 
+from ..device import device_of, to_device
 from ..errors import PruningError
 from ..modules import PrunedMultiheadAttention
 from .collect import collect
@@ -125,11 +126,12 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> 
     """Trace ``model`` once on ``example_inputs`` and return its coupled channel groups.
 
     The model is traced and run in eval mode under ``torch.no_grad()`` (no BatchNorm
-    statistic changes); every module's train/eval flag is restored afterwards.
+    statistic changes); every module's train/eval flag is restored afterwards. The example
+    input is moved to the model's device (CPU or GPU) first.
     """
     if not isinstance(model, nn.Module):
         raise PruningError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_input_tuple(example_inputs)
+    inputs = to_device(as_input_tuple(example_inputs), device_of(model))
     graph = _trace_graph(model)
     tracer = ChannelTracer(model, graph, MODULES, FUNCTIONS, QUALIFIED, opaque)
     with eval_mode(model), torch.no_grad():

@@ -261,7 +261,8 @@ class ChannelGraph:
                 continue
             layer = model.get_submodule(m.module)
             if m.role == "param":
-                slices.append((getattr(layer, m.tensor).data, m.axis, index))
+                t = getattr(layer, m.tensor).data
+                slices.append((t, m.axis, index.to(t.device)))
                 continue
             if m.role == "heads":
                 names = ("in_proj_weight", "in_proj_bias")
@@ -271,8 +272,8 @@ class ChannelGraph:
                 names = ("weight", "bias")
             for name in names:
                 t = getattr(layer, name, None)
-                if isinstance(t, Tensor):
-                    slices.append((t.data, 0, index))
+                if isinstance(t, Tensor):     # the index on the tensor's device (CPU or GPU)
+                    slices.append((t.data, 0, index.to(t.device)))
         return slices
 
     def __str__(self) -> str:
