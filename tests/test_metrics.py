@@ -70,6 +70,40 @@ def test_measure_latency_rejects_nonsense():
         metrics.measure_latency(vgg_small(), torch.zeros(1, 1, 8, 8), repeats=0)
 
 
+def test_latency_per_image_divides_median_and_spread_alike():
+    lat = metrics.Latency(median_ms=64.0, iqr_ms=6.4, threads=1, batch=64, repeats=5)
+    assert (lat.per_image_ms, lat.per_image_iqr_ms) == (1.0, 0.1)
+    assert str(lat) == "64.000 ms (IQR 6.400 ms), batch 64, 1 thread"   # CPU: no device suffix
+    on_gpu = metrics.Latency(1.0, 0.1, 1, 1, 5, device="cuda:0")
+    assert str(on_gpu).endswith("1 thread, cuda:0")
+
+
+class _Recorder(nn.Module):
+    """Records the order in which it is called."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return x
+
+
+def test_compare_latency_interleaves_rotating_rounds_and_pools_them():
+    log: list[str] = []
+    models = {n: _Recorder(n, log) for n in "abc"}
+    result = metrics.compare_latency(models, torch.zeros(2, 3), rounds=3, repeats=2, warmup=1)
+    runs = "".join(name for i, name in enumerate(log) if i == 0 or log[i - 1] != name)
+    # warm-up of each model, then three rounds, each in an order rotated by one
+    assert runs == "abc" + "abc" + "bca" + "cab"
+    assert all(r.repeats == 6 and r.batch == 2 for r in result.values())
+    import pytest
+
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        metrics.compare_latency(models, torch.zeros(1), rounds=0)
+
+
 def test_summary_collects_exact_counts_and_accuracy():
     torch.manual_seed(0)
     model = vgg_small().eval()
