@@ -236,10 +236,12 @@ def _compare_records(expected: list[dict], actual: list[dict]) -> str | None:
         if key not in got:
             return f"value of {key!r} was not recorded (the test did not reach it)"
         values = got[key]
-        if len(values) != len(payloads) or not all(
-            values_match(p["value"], v, p.get("rtol"), p.get("atol")) for p, v in zip(payloads, values)
-        ):
+        if len(values) != len(payloads):
             return f"value of {key!r} differs from the expected result"
+        for p, v in zip(payloads, values):
+            if not values_match(p["value"], v, p.get("rtol"), p.get("atol")):
+                hint = p.get("hint")
+                return f"value of {key!r} differs from the expected result" + (f": {hint}" if hint else "")
     return None
 
 

@@ -14,7 +14,7 @@ The wire format
 When the kernel runs under the grader (environment variable ``PRUNEKIT_GRADING=1``),
 ``record`` emits one ``display_data`` output with the MIME type :data:`RECORD_MIME`::
 
-    {"key": "l1_scores", "value": <encoded>, "rtol": 1e-4 | null, "atol": 1e-6 | null}
+    {"key": "l1_scores", "value": <encoded>, "rtol": 1e-4 | null, "atol": 1e-6 | null[, "hint": "..."]}
 
 ``<encoded>`` is plain JSON: ``null``, booleans, ints, strings, lists and ``{str: ...}``
 dicts stand for themselves; everything else is a tagged object::
@@ -42,7 +42,8 @@ MAX_ELEMENTS = 100_000  # a record is a fingerprint of a result, not a dump of a
 __all__ = ["GRADING_ENV", "RECORD_MIME", "encode", "record"]
 
 
-def record(key: str, value: Any, *, rtol: float | None = None, atol: float | None = None) -> Any:
+def record(key: str, value: Any, *, rtol: float | None = None, atol: float | None = None,
+           hint: str | None = None) -> Any:
     """Report ``value`` under ``key`` to the grader and return ``value`` unchanged.
 
     Call it in a *test cell* on a value the student's code produced, e.g.
@@ -50,6 +51,11 @@ def record(key: str, value: Any, *, rtol: float | None = None, atol: float | Non
     value matches what the instructor's solution recorded under the same key in the same
     cell: exactly for ints, bools and strings, within ``rtol``/``atol`` for floats (the
     tolerances written in the *solution* notebook count; defaults 1e-4 / 1e-6).
+
+    ``hint``: what the student reads when the value differs ("ties: the lower index goes
+    first"). Use it in hidden tests instead of an ``assert`` against the expected value: such a
+    literal would sit in the kernel, where the student's code can read it. The solution's
+    hint counts, as its tolerances do.
 
     Supported values: ``torch.Tensor``, ``numpy.ndarray``, numbers, bools, strings, ``None``,
     and lists / tuples / ``{str: value}`` dicts of these.
@@ -59,6 +65,8 @@ def record(key: str, value: Any, *, rtol: float | None = None, atol: float | Non
     if os.environ.get(GRADING_ENV) != "1":
         return value
     payload = {"key": key, "value": encode(value), "rtol": rtol, "atol": atol}
+    if hint:
+        payload["hint"] = str(hint)
     from IPython.display import display  # only under the grader, where IPython is the kernel
 
     display({RECORD_MIME: payload}, raw=True)

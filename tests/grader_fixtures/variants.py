@@ -2,9 +2,18 @@
 
 The reference solution getting full marks proves little on its own: the hidden tests and the
 recorded values must also accept a *different* correct answer (other tensor idioms, other
-summation orders) and reject the plausible wrong ones. Each :class:`Variant` replaces some
-solution cells of a solution notebook (by grade_id; the other cells keep the reference answer)
-and names the tasks that must then score 0 -- every other task must get full marks.
+summation orders, ``copy.deepcopy`` instead of new layers) and reject the plausible wrong ones.
+Each :class:`Variant` replaces some solution cells of a solution notebook (by grade_id; the
+other cells keep the reference answer) and names the tasks that must then score 0 -- every
+other task must get full marks.
+
+Two checks are added by ``tests/test_grade_solutions.py`` itself: every correct variant (no
+``lost`` tasks) also draws random numbers in every function it defines, so a hidden test that
+depends on the global generator shows up; and a variant with ``strip_asserts`` registers an
+IPython AST transformer that deletes every ``assert`` and ``raise AssertionError`` of the test
+cells, so it loses only what the *recorded* values catch -- proof that each asserted property
+is recorded.
+One file per exercise: ``variants_exNN.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ class Variant:
     lost: tuple[str, ...] = ()  # test grade_ids that must score 0
     message: str = ""  # a text every lost task's message must contain
     why: str = ""
+    strip_asserts: bool = False  # the test cells run without their asserts: only records can catch it
 
 
 # ---------------------------------------------------------------- ex07: heads, MLP neurons, distillation
@@ -224,7 +234,14 @@ VARIANTS = {
                                   why="torch.allclose and distillation_loss patched in the kernel"),
 }
 
-# Exercise 8 lives in its own file (one exercise's answers per file keeps each readable).
+# The other exercises live in their own files (one exercise's answers per file keeps each readable).
+from variants_ex01 import VARIANTS_EX01  # noqa: E402
+from variants_ex02 import VARIANTS_EX02  # noqa: E402
+from variants_ex03 import VARIANTS_EX03  # noqa: E402
+from variants_ex04 import VARIANTS_EX04  # noqa: E402
+from variants_ex05 import VARIANTS_EX05  # noqa: E402
+from variants_ex06 import VARIANTS_EX06  # noqa: E402
 from variants_ex08 import VARIANTS_EX08  # noqa: E402
 
-VARIANTS.update(VARIANTS_EX08)
+for _more in (VARIANTS_EX01, VARIANTS_EX02, VARIANTS_EX03, VARIANTS_EX04, VARIANTS_EX05, VARIANTS_EX06, VARIANTS_EX08):
+    VARIANTS.update(_more)

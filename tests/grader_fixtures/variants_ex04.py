@@ -1,0 +1,105 @@
+"""Other students' answers to exercise 4 (Taylor importance); see variants.py for the idea."""
+
+from __future__ import annotations
+
+from variants import Variant
+
+EX04 = "ex04_taylor"
+
+# .backward() on a deep copy, ranks with argsort twice and a tie average, oracle on copies
+EX04_COPIES = {
+    "taylor_conv": """\
+def taylor_conv_scores(model, conv, batches):
+    twin = copy.deepcopy(model).eval()
+    name = next(n for n, m in model.named_modules() if m is conv)
+    twin_conv = dict(twin.named_modules())[name]
+    per_batch = []
+    for x, y in batches:
+        twin.zero_grad(set_to_none=True)
+        F.cross_entropy(twin(x), y).backward()
+        per_batch.append((twin_conv.weight * twin_conv.weight.grad).sum(dim=(1, 2, 3)).abs().detach())
+    return torch.stack(per_batch).mean(dim=0)""",
+    "taylor_bn": """\
+def taylor_bn_scores(model, bn, batches):
+    twin = copy.deepcopy(model).eval()
+    name = next(n for n, m in model.named_modules() if m is bn)
+    gamma = dict(twin.named_modules())[name].weight
+    total = 0
+    for x, y in batches:
+        g = torch.autograd.grad(F.cross_entropy(twin(x), y), [gamma])[0]
+        total = total + (gamma * g).detach().abs()
+    return total / len(batches)""",
+    "spearman": """\
+def spearman(a, b):
+    x, y = a.detach().reshape(-1).double(), b.detach().reshape(-1).double()
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("two vectors of equal length >= 2")
+
+    def avg_ranks(v):
+        order = torch.argsort(v, stable=True)
+        ranks = torch.empty_like(v)
+        sv = v[order]
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and sv[j + 1] == sv[i]:
+                j += 1
+            ranks[order[i:j + 1]] = (i + j) / 2 + 1
+            i = j + 1
+        return ranks
+
+    rx, ry = avg_ranks(x), avg_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = torch.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float("nan") if den == 0 else float((rx * ry).sum() / den)""",
+    "oracle": """\
+def oracle_loss_increase(model, bn, batches):
+    name = next(n for n, m in model.named_modules() if m is bn)
+    base_model = copy.deepcopy(model).eval()
+
+    @torch.no_grad()
+    def loss(m):
+        return sum(F.cross_entropy(m(x), y).item() for x, y in batches) / len(batches)
+
+    base = loss(base_model)
+    out = []
+    for c in range(bn.num_features):
+        cut = copy.deepcopy(base_model)
+        with torch.no_grad():
+            layer = dict(cut.named_modules())[name]
+            layer.weight[c] = 0.0
+            layer.bias[c] = 0.0
+        out.append(loss(cut) - base)
+    return torch.tensor(out)""",
+}
+
+# train-mode scores and .grad left behind (only recorded once asserts go); oracle that forgets the mode
+EX04_TRAIN_MODE = {
+    "taylor_conv": """\
+def taylor_conv_scores(model, conv, batches):
+    total = torch.zeros(conv.out_channels)
+    for x, y in batches:
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        total += (conv.weight * conv.weight.grad).sum(dim=(1, 2, 3)).abs().detach()
+    return total / len(batches)""",
+    "oracle": """\
+def oracle_loss_increase(model, bn, batches):
+    model.eval()
+    out = torch.zeros(bn.num_features)
+    with torch.no_grad():
+        base = sum(float(F.cross_entropy(model(x), y)) for x, y in batches) / len(batches)
+        for c in range(bn.num_features):
+            g, b = bn.weight[c].item(), bn.bias[c].item()
+            bn.weight[c] = bn.bias[c] = 0.0
+            out[c] = sum(float(F.cross_entropy(model(x), y)) for x, y in batches) / len(batches) - base
+            bn.weight[c], bn.bias[c] = g, b
+    return out""",
+}
+
+VARIANTS_EX04 = {
+    "ex04-deep-copies": Variant(EX04, EX04_COPIES, why="backward() on a copy, argsort ranks, oracle on copies"),
+    "ex04-train-mode-and-mode-lost": Variant(
+        EX04, EX04_TRAIN_MODE, lost=("test_taylor_conv", "test_oracle"), strip_asserts=True,
+        why="scores in the model's (train) mode with .grad left behind; oracle leaves the model in eval mode"),
+}

@@ -1,0 +1,108 @@
+"""Other students' answers to exercise 6 (prune, recalibrate, evaluate); see variants.py for the idea."""
+
+from __future__ import annotations
+
+from variants import Variant
+
+EX06 = "ex06_pipeline"
+
+# a copy for evaluation, a momentum of 1/(i+1) as the running average, set-based selection, sorted() ratios
+EX06_BY_HAND = {
+    "accuracy": """\
+def accuracy(model, loader):
+    twin = copy.deepcopy(model).eval()
+    hits, seen = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            hits += (twin(x).argmax(-1) == y).sum().item()
+            seen += y.numel()
+    if seen == 0:
+        raise ValueError("no data")
+    return hits / seen""",
+    "recalibrate_bn": """\
+def recalibrate_bn(model, loader, batches=10):
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
+        bn.num_batches_tracked.zero_()
+        bn.train()
+    with torch.no_grad():
+        for i, (x, _) in zip(range(batches), loader):
+            for bn in bns:
+                bn.momentum = 1.0 / (i + 1)  # a running average over the batches seen so far
+            model(x)
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    return model.eval()""",
+    "prune_vgg_uniform": """\
+def prune_vgg_uniform(model, ratio):
+    if ratio < 0 or ratio >= 1:
+        raise ValueError("ratio must be in [0, 1)")
+    new = copy.deepcopy(model)
+    prev = None
+    for block in [m for m in new.features if isinstance(m, nn.Sequential)]:
+        conv, bn = block[0], block[1]
+        n = conv.out_channels
+        scores = conv.weight.detach().abs().flatten(1).sum(1)
+        drop = set(torch.argsort(scores, stable=True)[: int(ratio * n)].tolist())
+        keep = torch.tensor([i for i in range(n) if i not in drop])
+        w = conv.weight.detach()[keep]
+        conv.weight = nn.Parameter((w if prev is None else w[:, prev]).clone())
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(conv.bias.detach()[keep].clone())
+        conv.out_channels, conv.in_channels = len(keep), conv.weight.shape[1]
+        bn.weight = nn.Parameter(bn.weight.detach()[keep].clone())
+        bn.bias = nn.Parameter(bn.bias.detach()[keep].clone())
+        bn.running_mean, bn.running_var = bn.running_mean[keep].clone(), bn.running_var[keep].clone()
+        bn.num_features = len(keep)
+        prev = keep
+    new.classifier.weight = nn.Parameter(new.classifier.weight.detach()[:, prev].clone())
+    new.classifier.in_features = len(prev)
+    return new""",
+    "choose_ratio": """\
+def choose_ratio(results, baseline, budget):
+    best = None
+    for ratio in sorted(results):
+        if baseline - results[ratio] <= budget + 1e-9:
+            best = ratio
+    return best""",
+}
+
+# accuracy in train mode on a copy (batch statistics), BN momentum never restored; asserts stripped
+EX06_MODES = {
+    "accuracy": """\
+def accuracy(model, loader):
+    twin = copy.deepcopy(model)
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((twin(x).argmax(1) == y).sum())
+            total += len(y)
+    if not total:
+        raise ValueError("empty loader")
+    return correct / total""",
+    "recalibrate_bn": """\
+def recalibrate_bn(model, loader, batches=10):
+    model.eval()
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(x)
+    return model.eval()""",
+}
+
+VARIANTS_EX06 = {
+    "ex06-by-hand": Variant(EX06, EX06_BY_HAND, why="eval copy, momentum 1/(i+1), deepcopy + slicing, sorted() ratios"),
+    "ex06-train-mode-momentum-lost": Variant(
+        EX06, EX06_MODES, lost=("test_accuracy", "test_recalibrate_bn"), strip_asserts=True,
+        why="accuracy on a train-mode copy; recalibration leaves momentum=None (only recorded once asserts go)"),
+}
