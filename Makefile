@@ -13,8 +13,12 @@ LAB_PORT    ?= 8888
 LAB_ARGS    ?=
 PYTEST      := $(PY) -m pytest
 NBGRADER_SITE := $(VENV)/nbgrader-site
+# nbgrader lives in its own --target folder: its scripts (and alembic, which it runs as a command) need
+# that folder's bin/ on PATH and the folder itself on PYTHONPATH.
+NBGRADER_ENV := PATH="$(abspath $(NBGRADER_SITE))/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONPATH="$(abspath $(NBGRADER_SITE))"
+SANDBOX     ?= auto
 
-.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e e2e-deps exercises bench venv clean
+.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e e2e-deps sandbox-deps nbgrader exercises bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -33,10 +37,10 @@ lab: venv
 	    $(LAB_ARGS) notebooks/00_setup_and_tour.ipynb
 
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
-test: venv e2e-deps
+test: venv e2e-deps sandbox-deps
 	$(VENV)/bin/ruff check .
 	$(PYTEST) tests
-	PYTHONPATH=$(NBGRADER_SITE) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
+	$(NBGRADER_ENV) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
 	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
 
 ## Static checks only (the rule set is in pyproject.toml, [tool.ruff]).
@@ -59,6 +63,17 @@ e2e-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "WARNING: could not install chromium; the browser test will fail in CI, skip elsewhere"; }
 
+## Debian's bubblewrap: the sandbox every grading kernel runs in (README, "For instructors").
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing Debian bubblewrap for the grader's sandbox"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+	  || echo "WARNING: could not install bubblewrap; grading and its tests fail in CI, warn elsewhere"; }
+
+## nbgrader itself, scripts on PATH:  make nbgrader ARGS="generate_assignment ex02 --force"
+nbgrader: venv
+	$(NBGRADER_ENV) nbgrader $(ARGS)
+
 ## Regenerate the student notebooks from solutions/ (the single source of truth).
 exercises: venv
 	$(PY) -m prunekit.grade.generate solutions exercises
@@ -76,6 +91,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 ## Grade a folder of submissions:  make grade SUBMISSIONS=submissions/ex02 EXERCISE=ex02_l1_norm
-grade: venv
+## (SANDBOX=none only for trusted notebooks; see README, "For instructors").
+grade: venv sandbox-deps
 	$(PY) -m prunekit.grade $(SUBMISSIONS) $(if $(EXERCISE),--exercise $(EXERCISE),) \
-	    --gradebook grades.csv --feedback feedback -j 2
+	    --gradebook grades.csv --feedback feedback -j 2 --sandbox $(SANDBOX)

@@ -1,10 +1,16 @@
 """Fast tests of the grader's parts (no kernels): records, comparison, markers, generation,
-exercise identification, assembly, scoring messages, reports and the CLI's exit codes."""
+the test-cell contract, reseeding, exercise identification, assembly, scoring messages, the
+sandbox's command line and fallbacks, the installed copy, reference keys, reports, merging, the
+CLI's exit codes -- and, under `make test`, nbgrader's own tools on our notebooks."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import random
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,11 +22,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 import tiny  # noqa: E402
 
-from prunekit.grade import RECORD_MIME, autograde, cells, record, records, report  # noqa: E402
+from prunekit.grade import RECORD_MIME, autograde, batch, cells, contract, install, record, records  # noqa: E402
+from prunekit.grade import reference, report, sandbox, seeding  # noqa: E402
 from prunekit.grade.catalog import SubmissionError, identify, load_catalog, load_exercise  # noqa: E402
 from prunekit.grade.compare import values_match  # noqa: E402
 from prunekit.grade.generate import generate, make_exercise, render  # noqa: E402
-from prunekit.grade.runner import CellRun  # noqa: E402
+from prunekit.grade.runner import CellRun, Limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -40,6 +47,8 @@ def test_record_emits_one_display_with_the_encoded_value(monkeypatch):
     assert record("scores", torch.tensor([1.5, float("nan")]), atol=0.1).shape == (2,)
     assert shown == [({RECORD_MIME: {"key": "scores", "rtol": None, "atol": 0.1, "value": {
         "__array__": "float", "shape": [2], "data": [1.5, "nan"]}}}, True)]
+    record("ratio", 0.5, hint="the largest ratio within budget")
+    assert shown[-1][0][RECORD_MIME]["hint"] == "the largest ratio within budget"
 
 
 def test_encode_keeps_types_apart():
@@ -132,11 +141,66 @@ def test_solution_notebooks_follow_the_grading_contract(path):
     exercise = load_exercise(path)
     assert exercise.name == path.stem, "metadata.prunekit.exercise must equal the file name"
     assert exercise.solution_ids, "no solution cells"
-    for cell in exercise.notebook.cells:
-        if cells.kind(cell) == "test":
-            assert cells.points(cell) > 0, f"{cells.grade_id(cell)}: give the task points"
-            assert "record(" in cell.source, f"{cells.grade_id(cell)}: record at least one value (tamper-proof check)"
-    make_exercise(exercise.notebook)  # markers pair up
+    assert contract.problems(exercise.notebook) == []
+
+
+def _test_cell(source: str):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "t", "points": 1.0,
+                                 "schema_version": 3}
+    return cell
+
+
+@pytest.mark.parametrize("hidden, found", [
+    ("assert g == [['a', 'b'], ['c']]", True),                 # a literal answer, liftable
+    ("want = [False] * 4 + [True] * 6\nassert got == want", True),
+    ("assert abs(s2 - 0.4) < 1e-12", True),
+    ("assert out == {'dense': 36864 * 8 + 129 * 4}", True),
+    ("assert f(x) == 0.75", True),
+    ("assert torch.allclose(s2, ref(c2))", False),             # computed: nothing to lift
+    ("assert (out - ref).abs().max() < 1e-5", False),          # a tolerance is not an answer
+    ("assert len(groups) == 3 and s.shape == (6,)", False),    # sizes and counts stay allowed
+    ("record('x', g, hint='ties: lower index first')", False),
+])
+def test_the_contract_finds_expected_values_in_hidden_tests(hidden, found):
+    source = f"x = 1\nrecord('v', x)\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_test_cell(source)]
+    assert bool(contract.problems(nb)) is found
+    nb.cells = [_test_cell(source.replace("### BEGIN HIDDEN TESTS\n", "").replace("\n### END HIDDEN TESTS", ""))]
+    assert contract.problems(nb) == []  # visible tests may show their expected values
+
+
+def test_the_contract_wants_points_and_a_record():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_test_cell("assert f(1) == 2")]
+    nb.cells[0].metadata["nbgrader"]["points"] = 0
+    assert contract.problems(nb) == ["t: give the task points", "t: record at least one value the task computed"]
+
+
+# ---------------------------------------------------------------- reseeding
+def test_hidden_markers_become_reseeds_on_the_same_line():
+    src = ("x = f()\nif True:\n    ### BEGIN HIDDEN TESTS\n    y = 1\n    ### END HIDDEN TESTS\n"
+           "### BEGIN HIDDEN TESTS\nz = 2")
+    out = seeding.reseed_hidden_blocks(src + "\n### END HIDDEN TESTS", "test_f").split("\n")
+    assert len(out) == len(src.split("\n")) + 1  # line numbers in messages stay right
+    assert out[2] == "    " + seeding.reseed_code("test_f#hidden0") + "  # ### BEGIN HIDDEN TESTS"
+    assert out[5].startswith(seeding.reseed_code("test_f#hidden1"))
+    compile("\n".join(out), "cell", "exec")
+
+
+def test_a_reseed_makes_the_next_draws_independent_of_earlier_ones():
+    import numpy as np
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(2).tolist(), random.random()
+
+    seeding.reseed("test_x")
+    first = draws()
+    torch.rand(100), np.random.rand(7), random.random()  # a student's code drew more numbers
+    seeding.reseed("test_x")
+    assert draws() == first
+    assert seeding.seed_for("test_x") != seeding.seed_for("test_y")
 
 
 # ---------------------------------------------------------------- identification and assembly
@@ -158,6 +222,21 @@ def test_identify_by_metadata_then_by_solution_cells(catalog):
 def test_identify_rejects_another_exercise_when_one_is_expected(catalog):
     with pytest.raises(SubmissionError, match="is exercise 'ex91_other', not 'ex90_tiny'"):
         identify(tiny.other_solution(), catalog, expected="ex90_tiny")
+
+
+def test_assembly_reseeds_before_tests_hides_them_from_history_and_skips_trailing_cells(tmp_path):
+    solution = tiny.tiny_solution()
+    solution.cells.append(nbformat.v4.new_code_cell("print('a demo after the last test')"))
+    nbformat.write(solution, tmp_path / "ex90_tiny.ipynb")
+    exercise = load_exercise(tmp_path / "ex90_tiny.ipynb")
+    nb, steps, notes = autograde.assemble(exercise, make_exercise(solution))
+    assert [s.kind for s in steps][-2:] == ["test", "skip"] and nb.cells[-1].source == ""
+    options = autograde.run_options(steps)
+    tests = [i for i, s in enumerate(steps) if s.kind == "test"]
+    assert options.private == set(tests)
+    assert options.preludes == {i: seeding.reseed_code(steps[i].grade_id) for i in tests}
+    assert seeding.reseed_code("test-double#hidden0") in nb.cells[2].source
+    assert notes == []  # the instructor's own cells, unlabelled ones included, are not "cells you added"
 
 
 def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the_submission(catalog):
@@ -204,6 +283,13 @@ def test_task_messages(test_run, message):
     assert task.score == (2.0 if message == "passed" else 0.0)
 
 
+def test_a_hint_recorded_by_the_solution_is_the_message():
+    expected = {"test-f": [{"key": "k", "value": 2, "hint": "ties: lower index first"}]}
+    (task,) = autograde.score(_steps(), [CellRun(0, "ok"), CellRun(1, "ok", records=[
+        {"key": "k", "value": 3, "hint": "the student's own hint is ignored"}])], expected)
+    assert task.message == "value of 'k' differs from the expected result: ties: lower index first"
+
+
 def test_a_dependency_failure_is_named_in_the_message():
     runs = [CellRun(0, "error", "SyntaxError", "invalid syntax"),
             CellRun(1, "error", "NameError", "name 'f' is not defined")]
@@ -222,6 +308,109 @@ def test_reports_have_the_documented_shape(tmp_path):
     assert set(result.as_dict()) == {"exercise", "score", "max_score", "tasks"}
     md = report.feedback_markdown("alice", result)
     assert "**Score: 2 / 3**" in md and "failed: AssertionError: a\\|b" in md
+    result.notes.append("a note")
+    assert autograde.GradeResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
+
+
+def test_merge_reads_results_and_names_missing_ones(tmp_path, capsys):
+    from prunekit.grade.merge import main as merge
+
+    result = autograde.GradeResult("ex", 1.0, 2.0, [autograde.TaskResult("t1", 1.0, 2.0, False, "x")])
+    (tmp_path / "res").mkdir()
+    report.write_json(result, tmp_path / "res" / "alice.json")
+    (tmp_path / "res" / "broken.json").write_text("{ not json")
+    (tmp_path / "subs").mkdir()
+    for name in ("alice", "bob"):
+        (tmp_path / "subs" / f"{name}.ipynb").write_text("{}")
+    assert merge([str(tmp_path / "res"), "--submissions", str(tmp_path / "subs"), "--json", str(tmp_path / "all.json"),
+                  "--gradebook", str(tmp_path / "g.csv")]) == 1
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert merged["alice"]["score"] == 1.0 and "unreadable result file" in merged["broken"]["error"]
+    assert merged["bob"]["error"] == "no result: its grading job did not finish"
+    assert "missing: bob" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the sandbox's command line
+def test_the_box_binds_no_repository_and_shares_no_namespace(tmp_path):
+    box = sandbox.Sandbox("bwrap", site=str(tmp_path / "site"), bwrap="/usr/bin/bwrap", setpriv="/usr/bin/setpriv")
+    (tmp_path / "run").mkdir()
+    ipc = sandbox.prepare_ipc(tmp_path / "run", None)
+    argv = sandbox.bwrap_argv(box, ipc, 2000007, [], outbox=tmp_path / "run" / "outbox")
+    for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in argv
+    binds = {argv[i + 2]: (argv[i], argv[i + 1]) for i, a in enumerate(argv[:-2])
+             if a in ("--bind", "--ro-bind", "--ro-bind-try")}
+    writable = sorted(dest for dest, (how, _) in binds.items() if how == "--bind")
+    assert writable == sorted([str(ipc), sandbox.OUTBOX])
+    venv = (REPO / ".venv").resolve()
+    for dest, (_, src) in binds.items():
+        inside_repo = Path(src).resolve().is_relative_to(REPO)
+        assert not inside_repo or Path(src).resolve().is_relative_to(venv), f"{src} -> {dest} exposes the repository"
+    assert binds[sandbox.SITE][1] == box.site
+    tail = argv[argv.index("--") + 1:]
+    assert tail[:4] == ["/usr/bin/setpriv", "--reuid=2000007", "--regid=2000007", "--clear-groups"]
+    assert "--no-new-privs" in tail and "--bounding-set=-all" in tail
+    env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}  # after --clearenv: all of it
+    assert env == sandbox.kernel_env(2000007) and env["PYTHONPATH"] == sandbox.SITE
+
+
+def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        sandbox.resolve("auto", tmp_path, ci=True)
+    with pytest.raises(sandbox.SandboxUnavailable):
+        sandbox.resolve("bwrap", tmp_path, ci=False)
+    assert sandbox.resolve("auto", tmp_path, ci=False) == sandbox.Sandbox("none")
+    assert "WARNING" in capsys.readouterr().err
+    assert sandbox.resolve("none", tmp_path, ci=True) == sandbox.Sandbox("none")  # asked for: trusted notebooks
+
+
+def test_the_cli_refuses_to_grade_without_the_sandbox_in_ci(tmp_path, monkeypatch, capsys):
+    from prunekit.grade.__main__ import main
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    tiny.write_solutions(tmp_path / "sol")
+    nbformat.write(tiny.tiny_solution(), tmp_path / "a.ipynb")
+    assert main([str(tmp_path / "a.ipynb"), "--solutions", str(tmp_path / "sol"), "--cache-dir", str(tmp_path)]) == 2
+    assert "bubblewrap sandbox cannot run here" in capsys.readouterr().err
+
+
+def test_the_installed_copy_is_the_package_and_nothing_else(tmp_path):
+    site = install.installed_copy(tmp_path)
+    assert install.installed_copy(tmp_path) == site  # reused while the library is unchanged
+    copied = sorted(p.relative_to(site / "prunekit") for p in (site / "prunekit").rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts)
+    assert copied == [p.relative_to(install.PACKAGE) for p in install.package_files()]
+    assert (site / "prunekit" / "grade" / "records.py").exists() and sorted(os.listdir(site)) == ["prunekit"]
+    assert list((site / "prunekit" / "grade" / "__pycache__").glob("records.*.pyc"))  # compiled: the box is read-only
+
+
+def test_the_reference_key_follows_solution_library_and_versions(tmp_path, monkeypatch):
+    exercise = load_exercise(tiny.write_solutions(tmp_path / "sol") / "ex90_tiny.ipynb")
+    key = reference.cache_key(exercise)
+    monkeypatch.setattr(reference, "runtime_versions", lambda: "python=3.11;torch=9.9;numpy=1.0")
+    assert reference.cache_key(exercise) != key
+    changed = reference.cache_key(exercise)
+    monkeypatch.setattr(reference, "library_digest", lambda: "another library")
+    assert reference.cache_key(exercise) not in (key, changed)
+    monkeypatch.undo()
+    assert reference.runtime_versions().startswith("python=") and ";torch=2." in reference.runtime_versions()
+
+
+def test_references_are_made_before_any_submission_runs(tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setattr(batch.reference, "load_or_compute",
+                        lambda ex, limits, cache: events.append(("reference", ex.name)) or {})
+    monkeypatch.setattr(batch, "grade_one", lambda path, ex, ref, limits: events.append(("grade", path.stem))
+                        or autograde.GradeResult(ex.name, 0.0, 1.0, []))
+    catalog = load_catalog(tiny.write_solutions(tmp_path / "sol"))
+    paths = []
+    for name, nb in (("a", tiny.tiny_solution()), ("b", tiny.other_solution()), ("c", tiny.tiny_solution())):
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+        paths.append(tmp_path / f"{name}.ipynb")
+    batch.grade_paths(paths, catalog, Limits(sandbox=sandbox.Sandbox("none")), jobs=1)
+    assert [kind for kind, _ in events] == ["reference", "reference", "grade", "grade", "grade"]
 
 
 # ---------------------------------------------------------------- the CLI's exit codes
@@ -236,6 +425,8 @@ def test_cli_exits_non_zero_when_it_cannot_grade(tmp_path, capsys):
     assert main([str(nb), "--solutions", str(tmp_path / "sol"), "--exercise", "ex99"]) == 2
     assert "unknown exercise 'ex99'" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.ipynb"), "--solutions", str(tmp_path / "sol")]) == 2
+    assert main([str(tmp_path), "--solutions", str(tmp_path / "sol"), "--task-index", "0"]) == 2
+    assert "--task-index needs --json FOLDER" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- nbgrader's own view
@@ -259,3 +450,46 @@ def test_nbgrader_accepts_the_metadata_and_makes_the_same_exercise(source):
         theirs, resources = step.preprocess(theirs, resources)
     ours = make_exercise(nb)
     assert [c.source for c in ours.cells] == [c.source for c in theirs.cells]
+
+
+@pytest.fixture(scope="module")
+def nbgrader_course(tmp_path_factory):
+    """An nbgrader course with exercise 2, our solution as one student's work and the released
+    notebook (untouched) as another's; `make test` puts nbgrader's scripts on PATH."""
+    if os.environ.get("PRUNEKIT_REQUIRE_NBGRADER") != "1":
+        pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
+    if shutil.which("nbgrader") is None:
+        pytest.fail("nbgrader's scripts are not on PATH: run through `make test` / `make nbgrader`")
+    course = tmp_path_factory.mktemp("course")
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'prunekit'\n"
+        "c.CourseDirectory.db_assignments = [dict(name='ex02')]\n"
+        "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
+        "c.ExecutePreprocessor.timeout = 300\n")
+    (course / "source" / "ex02").mkdir(parents=True)
+    shutil.copy(REPO / "solutions" / "ex02_l1_norm.ipynb", course / "source" / "ex02")
+
+    def nbgrader(*args):
+        done = subprocess.run(["nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    nbgrader("generate_assignment", "ex02", "--force")
+    for student, source in (("alice", REPO / "solutions"), ("bob", course / "release")):
+        (course / "submitted" / student / "ex02").mkdir(parents=True)
+        path = source / "ex02_l1_norm.ipynb" if student == "alice" else source / "ex02" / "ex02_l1_norm.ipynb"
+        shutil.copy(path, course / "submitted" / student / "ex02" / "ex02_l1_norm.ipynb")
+    nbgrader("autograde", "ex02", "--force")
+    nbgrader("export", "--to", "grades.csv")
+    return course
+
+
+def test_nbgrader_generate_assignment_releases_our_exercise(nbgrader_course):
+    released = nbformat.read(nbgrader_course / "release" / "ex02" / "ex02_l1_norm.ipynb", as_version=4)
+    ours = make_exercise(nbformat.read(REPO / "solutions" / "ex02_l1_norm.ipynb", as_version=4))
+    assert [c.source for c in released.cells] == [c.source for c in ours.cells]
+
+
+def test_nbgrader_autograde_scores_our_solution_full_and_the_blank_notebook_zero(nbgrader_course):
+    rows = {r["student_id"]: r for r in csv.DictReader(open(nbgrader_course / "grades.csv"))}
+    assert (float(rows["alice"]["score"]), float(rows["alice"]["max_score"])) == (7.0, 7.0)
+    assert float(rows["bob"]["score"]) == 0.0

@@ -1,0 +1,131 @@
+"""The rules a solution notebook's test cells follow, checked: ``python -m prunekit.grade.contract solutions``.
+
+A test cell runs inside the student's kernel, so everything in it -- hidden part included --
+can be read by the student's code while it runs (from the call stack, the line cache, an AST
+transformer). Hence the rules, each of which a test checks on every solution notebook:
+
+1. every test cell gives its task points and **records** at least one value
+   (:func:`prunekit.grade.record`): recorded values are compared in the grader's own process;
+2. **no expected result is written in a hidden block**: no ``==`` / ``!=`` against a literal
+   container, string or float, no ``abs(x - 0.4) < tol`` -- the value would sit in the kernel,
+   ready to be lifted. Record the value instead, with a ``hint=`` for the feedback;
+3. the markers pair up (the exercise can be generated).
+
+What the rules cannot check mechanically, and the variants in ``tests/grader_fixtures`` do:
+that every asserted property is also recorded (an answer graded with its asserts stripped
+must still lose the task), and that no test depends on the global random generator (a
+correct answer that draws extra random numbers must keep full marks).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from . import cells
+from .generate import make_exercise
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
+class _NotConstant(Exception):
+    pass
+
+
+def constant(node: ast.AST) -> Any:
+    """The value of an expression made only of literals and arithmetic (``36864 * 8 + 129 * 4``)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [constant(e) for e in node.elts]
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {constant(k): constant(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = constant(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = constant(node.left), constant(node.right)
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(right) < 1e6:
+            return _OPS[type(node.op)](left, right)
+        if isinstance(left, list) and isinstance(right, (int, list)):  # [False] * 4 + [True] * 6
+            return _OPS[type(node.op)](left, right)
+    raise _NotConstant
+
+
+def looks_like_an_answer(node: ast.AST, bound: set[str]) -> bool:
+    """A literal container, a string or a float (ints are sizes and counts, and stay allowed)."""
+    if isinstance(node, ast.Name):
+        return node.id in bound
+    try:
+        value = constant(node)
+    except (_NotConstant, ArithmeticError, TypeError, ValueError):
+        return False
+    if isinstance(value, (list, dict)):
+        return len(value) > 1 or any(isinstance(v, (list, dict, str)) for v in value)
+    return isinstance(value, (str, float)) and not isinstance(value, bool)
+
+
+def hidden_answers(source: str) -> list[str]:
+    """Comparisons in the hidden blocks of a test cell against an expected-looking literal."""
+    hidden = cells.hidden_line_numbers(source)
+    if not hidden:
+        return []
+    tree = ast.parse(source)
+    bound = {n.targets[0].id for n in ast.walk(tree)
+             if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+             and looks_like_an_answer(n.value, set())}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Compare) and node.lineno in hidden):
+            continue
+        sides = [node.left, *node.comparators]
+        equal = any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
+        close = [s.args[0].right for s in sides  # abs(x - 0.4) < tol
+                 if isinstance(s, ast.Call) and isinstance(s.func, ast.Name) and s.func.id == "abs"
+                 and len(s.args) == 1 and isinstance(s.args[0], ast.BinOp) and isinstance(s.args[0].op, ast.Sub)]
+        if (equal and any(looks_like_an_answer(s, bound) for s in sides)) or \
+                any(looks_like_an_answer(c, bound) for c in close):
+            found.append(f"line {node.lineno}: `{ast.get_source_segment(source, node)}`")
+    return found
+
+
+def problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Everything in a solution notebook that breaks the rules above (empty: all good)."""
+    found = []
+    for cell in nb.cells:
+        if cells.kind(cell) != "test":
+            continue
+        gid = cells.grade_id(cell)
+        if cells.points(cell) <= 0:
+            found.append(f"{gid}: give the task points")
+        if "record(" not in cell.source:
+            found.append(f"{gid}: record at least one value the task computed")
+        for where in hidden_answers(cell.source):
+            found.append(f"{gid}: expected value written in a hidden test ({where}); record the value instead")
+    try:
+        make_exercise(nb)
+    except cells.MarkerError as err:
+        found.append(str(err))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = [Path(a) for a in (sys.argv[1:] if argv is None else argv)] or [Path("solutions")]
+    notebooks = [p for a in paths for p in (sorted(a.glob("*.ipynb")) if a.is_dir() else [a])]
+    bad = 0
+    for path in notebooks:
+        for problem in problems(nbformat.read(path, as_version=4)):
+            print(f"{path}: {problem}")
+            bad += 1
+    print(f"{len(notebooks)} notebook(s), {bad} problem(s)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
