@@ -352,6 +352,8 @@ def test_the_box_binds_no_repository_and_shares_no_namespace(tmp_path):
     assert "--no-new-privs" in tail and "--bounding-set=-all" in tail
     env = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}  # after --clearenv: all of it
     assert env == sandbox.kernel_env(2000007) and env["PYTHONPATH"] == sandbox.SITE
+    unprivileged = sandbox.bwrap_argv(box, ipc, None, [])  # a grader that is not root: a user namespace
+    assert "--unshare-user" in unprivileged and unprivileged[-1] == "--" and "/usr/bin/setpriv" not in unprivileged
 
 
 def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatch, capsys):

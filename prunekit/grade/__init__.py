@@ -9,6 +9,11 @@ The instructor writes ``solutions/exNN_*.ipynb`` in nbgrader's format (schema-3 
 
 ``python -m prunekit.grade SUBMISSION.ipynb | FOLDER``  (:mod:`.__main__`)
     grades: per-task points, a message a student can act on, JSON, Markdown feedback, CSV.
+    ``--task-index N`` grades one notebook of a folder (a job of a scheduler's array);
+    ``python -m prunekit.grade.merge`` joins the results (:mod:`.merge`).
+
+``python -m prunekit.grade.contract solutions``  (:mod:`.contract`)
+    checks the rules that keep test cells fair and unforgeable.
 
 How a submission is graded, one module per step
 -----------------------------------------------
@@ -16,13 +21,16 @@ How a submission is graded, one module per step
    exercise a submission is (metadata, else the grade_ids of its solution cells).
 2. :mod:`.autograde` assembles the notebook to run: the submission's *solution cells only*
    (by grade_id), everything else (setup, every visible and hidden test) from the solution
-   notebook, in its order. Deleted or edited test cells therefore do not matter.
-3. :mod:`.runner` executes it cell by cell with nbclient, in a fresh kernel started through
-   :mod:`.sandbox` (own empty folder, clean environment, ``RLIMIT_AS``, an unprivileged user
-   when the grader is root) under per-cell and total time limits and a memory watchdog.
-   A failing cell does not stop later cells; a dead kernel ends the run with a reason.
+   notebook, in its order. Deleted or edited test cells therefore do not matter. Random
+   generators are reseeded before every test and hidden block (:mod:`.seeding`).
+3. :mod:`.runner` executes it cell by cell with nbclient, in a fresh kernel inside bubblewrap
+   (:mod:`.sandbox`: no network, own PID namespace, tmpfs home, nothing of the host but the
+   interpreter and an installed copy of prunekit (:mod:`.install`), its own uid), under
+   per-cell and total time limits, hard resource limits and a memory watchdog. A failing cell
+   does not stop later cells; a dead kernel ends the run with a reason.
 4. :mod:`.reference` gets the expected values by running the *instructor's* notebook the
-   same way (cached by content hash, in a folder only the grader can read).
+   same way, in a box of its own, before any submission runs (cached by the solution,
+   library and runtime versions, in a folder no kernel can see).
 5. :mod:`.autograde` scores each test cell: it passes if it ran without error **and** every
    value the solution recorded there is matched (:mod:`.compare`). :mod:`.report` writes
    the results; :mod:`.batch` grades folders in parallel worker processes.
@@ -37,7 +45,7 @@ lambda *a, **k: True``). So test cells also *record* what the student's code pro
     record("kept", sorted(kept_channels))
     record("accuracy", acc, atol=0.02)                             # looser float tolerance
 
-``record(key, value, *, rtol=None, atol=None)`` -- value: Tensor / ndarray / number / bool / str /
+``record(key, value, *, rtol=None, atol=None, hint=None)`` -- value: Tensor / ndarray / number / bool / str /
 None, or list / tuple / str-keyed dict of those. Under the grader it emits a ``display_data``
 output of MIME type ``application/vnd.prunekit.record+json``; elsewhere it does nothing. The
 grader compares, in its own process, against what the solution recorded in the same cell:
@@ -46,8 +54,9 @@ ints, bools and strings exactly, floats within the *solution's* ``rtol``/``atol`
 Give every test cell at least one record of a value the task computes.
 
 Threat model, honestly: code in the kernel controls the kernel. It can make a test cell
-*look* green, but it cannot produce values it was never shown. It can read files the kernel
-user can read: keep ``solutions/`` and the grader's cache unreadable to that user.
+*look* green and forge a value it already knows, but it cannot produce a computed value it
+was never shown -- so hidden tests hold no expected values (:mod:`.contract`). Everything
+outside the kernel -- solutions, cache, network, other runs -- the sandbox keeps out of reach.
 """
 
 from .handin import hand_in

@@ -43,18 +43,25 @@ def runtime_versions() -> str:
     return ";".join(parts)
 
 
-def cache_key(exercise: Exercise) -> str:
-    text = f"{FORMAT_VERSION}:{exercise.digest}:{library_digest()}:{runtime_versions()}"
+def library_of(limits: Limits | None) -> str:
+    """The digest of the prunekit the kernels import: the installed copy's, else this package's."""
+    site = limits.sandbox.site if limits is not None and limits.sandbox is not None else ""
+    return Path(site).name.removeprefix("site-") if site else library_digest()[:20]
+
+
+def cache_key(exercise: Exercise, library: str | None = None) -> str:
+    library = library or library_digest()[:20]
+    text = f"{FORMAT_VERSION}:{exercise.digest}:{library}:{runtime_versions()}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cache_path(exercise: Exercise, cache_dir: Path) -> Path:
-    return Path(cache_dir) / f"{exercise.name}-{cache_key(exercise)[:20]}.json"
+def cache_path(exercise: Exercise, cache_dir: Path, limits: Limits | None = None) -> Path:
+    return Path(cache_dir) / f"{exercise.name}-{cache_key(exercise, library_of(limits))[:20]}.json"
 
 
 def load_or_compute(exercise: Exercise, limits: Limits, cache_dir: Path | None) -> dict[str, list[dict]]:
     """``{test grade_id: [record payloads]}`` for ``exercise``, from the cache or a fresh run."""
-    path = cache_path(exercise, cache_dir) if cache_dir else None
+    path = cache_path(exercise, cache_dir, limits) if cache_dir else None
     if path is not None and path.exists():
         return json.loads(path.read_text())["records"]
     records = compute(exercise, limits)
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = resolve_limits(Limits(args.cell_timeout, args.total_timeout, args.memory_mb), args.sandbox, cache)
         for name in args.exercise or sorted(catalog):
             load_or_compute(catalog[name], limits, cache)
-            print(f"{name}: {cache_path(catalog[name], cache)}")
+            print(f"{name}: {cache_path(catalog[name], cache, limits)}")
     except (OSError, ValueError, KeyError, GraderError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
