@@ -18,7 +18,7 @@ NBGRADER_SITE := $(VENV)/nbgrader-site
 NBGRADER_ENV := PATH="$(abspath $(NBGRADER_SITE))/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONPATH="$(abspath $(NBGRADER_SITE))"
 SANDBOX     ?= auto
 
-.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e e2e-deps sandbox-deps nbgrader exercises bench venv clean
+.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e test-gpu e2e-deps sandbox-deps nbgrader exercises bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -55,6 +55,19 @@ test-notebooks: venv
 
 test-e2e: venv e2e-deps
 	$(PYTEST) tests -m e2e
+
+## On a machine with a CUDA GPU: the unit tests (tests/test_device.py then runs every library
+## entry point on the GPU too) and every lecture with PRUNEKIT_DEVICE=cuda, executed without
+## comparing the committed CPU outputs (benchmarks/run_lectures.py). Skipped where there is no GPU.
+test-gpu: venv
+	@if ! $(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  echo "make test-gpu: SKIPPED -- no CUDA GPU here: torch.cuda.is_available() is False with" \
+	       "torch $$($(PY) -c 'import torch; print(torch.__version__)'). Run it on a machine with an" \
+	       "NVIDIA GPU and a CUDA build of PyTorch (README: Choosing a PyTorch build)."; \
+	else \
+	  PRUNEKIT_DEVICE=cuda $(PYTEST) tests -m "not e2e" -p no:cacheprovider && \
+	  PRUNEKIT_DEVICE=cuda $(PY) benchmarks/run_lectures.py notebooks; \
+	fi
 
 ## Debian's chromium (Playwright's own browser download does not work offline).
 e2e-deps:

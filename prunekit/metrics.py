@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from .device import device_of, synchronize, to_device
@@ -105,15 +104,6 @@ def _check_timing_args(repeats: int, warmup: int, threads: int) -> None:
         raise ValueError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
 
 
-def _cpu_times_ms(model: nn.Module, x: Tensor, threads: int, repeats: int, warmup: int) -> list[float]:
-    """CPU: ``torch.utils.benchmark.Timer`` sets the thread count for the measurement and
-    restores it afterwards; each run is timed on its own so the spread can be reported."""
-    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
-    if warmup:
-        timer.timeit(warmup)
-    return [timer.timeit(1).median * 1e3 for _ in range(repeats)]
-
-
 def _cuda_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
     """CUDA: the call returns as soon as the kernels are *queued*, so a CPU clock around it
     measures the launch, not the work. A CUDA event is a timestamp written by the GPU itself
@@ -133,8 +123,12 @@ def _cuda_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> li
     return times
 
 
-def _synchronized_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
-    """Any other device (Apple's MPS, ...): wall clock between two full synchronisations."""
+def _wall_clock_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
+    """The CPU (and any device but CUDA, e.g. Apple's MPS): ``time.perf_counter`` around each
+    call -- the clock ``torch.utils.benchmark.Timer`` uses, one call per timed run (its
+    ``timeit`` adds two warm-up calls to every measurement, which would triple the cost of
+    timing runs one by one). On a device that queues its work, a synchronisation before and
+    after each run makes the clock see the work, not the launch."""
     for _ in range(warmup):
         model(x)
     times = []
@@ -158,14 +152,11 @@ def latency_samples(model: nn.Module, example_input: Tensor, threads: int = 1, r
     x = to_device(example_input, device)
     was_training = model.training
     model.eval()
-    try:
-        with torch.no_grad():
-            if device.type == "cpu":
-                return _cpu_times_ms(model, x, threads, repeats, warmup)
-            with _torch_threads(threads):   # the CPU side of a GPU run: launching kernels
-                if device.type == "cuda":
-                    return _cuda_times_ms(model, x, repeats, warmup)
-                return _synchronized_times_ms(model, x, repeats, warmup)
+    try:   # threads: the CPU's work, or on a GPU the CPU side of it (launching kernels)
+        with torch.no_grad(), _torch_threads(threads):
+            if device.type == "cuda":
+                return _cuda_times_ms(model, x, repeats, warmup)
+            return _wall_clock_times_ms(model, x, repeats, warmup)
     finally:
         model.train(was_training)
 
@@ -182,9 +173,9 @@ def measure_latency(model: nn.Module, example_input: Tensor, threads: int = 1, r
     The rules (see lecture 07): ``warmup`` untimed runs first let the allocator and kernel
     caches settle (on a GPU also cuDNN's choice of kernels); then ``repeats`` runs are timed
     one by one so their spread can be reported. On the CPU the work runs on ``threads``
-    threads (``torch.utils.benchmark.Timer`` sets and restores the count); on a CUDA GPU
-    each run is timed by CUDA events, because a Python clock would only see the kernel
-    launches (see :func:`latency_samples`).
+    threads (set for the measurement and restored after); on a CUDA GPU each run is timed
+    by CUDA events, because a Python clock would only see the kernel launches (see
+    :func:`latency_samples`).
 
     Fix ``threads`` when comparing models: on a shared machine a multi-threaded time mostly
     measures the neighbours. The course uses 1 thread (and batch 1 and 64). To compare
