@@ -29,6 +29,7 @@ The committed tables and the machines they come from are in ``benchmarks/README.
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import datetime
 import platform
@@ -125,7 +126,7 @@ def _onnx_providers(device: torch.device) -> list[str]:
 
 
 def bench_model(name: str, device: torch.device, compile_: bool, rounds: int,
-                repeats: dict[int, int]) -> list[Row]:
+                repeats: dict[int, int], clock: str) -> list[Row]:
     shape, batches = MODELS[name][1], MODELS[name][2]
     dense = build(name)
     x1 = torch.randn(1, *shape)
@@ -144,7 +145,8 @@ def bench_model(name: str, device: torch.device, compile_: bool, rounds: int,
                 notes[f"torch.compile b{batch}"] = f"compile {time.perf_counter() - start:.1f} s"
             timed = compare_latency({f"{r}|{i}": m for r, pair in variants.items()
                                      for i, m in enumerate(pair)},
-                                    x, threads=1, rounds=rounds, repeats=repeats[batch], warmup=2)
+                                    x, threads=1, rounds=rounds, repeats=repeats[batch], warmup=2,
+                                    clock=clock)
             for r in variants:
                 rows.append(Row(name, str(device), r, batch, timed[f"{r}|0"].median_ms,
                                 timed[f"{r}|1"].median_ms, mac_ratio))
@@ -164,11 +166,21 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def environment(devices: list[torch.device]) -> str:
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(devices: list[torch.device], clock: str) -> str:
     names = []
     for d in devices:
-        names.append(torch.cuda.get_device_name(d) if d.type == "cuda" else
-                     f"{platform.processor() or platform.machine()} CPU, 1 thread")
+        names.append(torch.cuda.get_device_name(d) + " (CUDA events)" if d.type == "cuda" else
+                     f"{_cpu_name()}, {os.cpu_count()} cores, 1 thread, {clock} clock")
     try:
         import onnxruntime as ort
         ort_version = ort.__version__
@@ -187,6 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, noisier")
     p.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="cpu (default): CPU time of the one working thread, robust on a shared "
+                        "machine; wall: elapsed time, for a quiet one (a GPU uses CUDA events)")
     return p.parse_args(argv)
 
 
@@ -201,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for device in devices:
         for name in args.models:
-            rows += bench_model(name, device, not args.no_compile, rounds, repeats)
+            rows += bench_model(name, device, not args.no_compile, rounds, repeats, args.clock)
             print(f"# {name} on {device}: done after {time.perf_counter() - start:.0f} s",
                   file=sys.stderr, flush=True)
     table = markdown(rows)
-    text = (f"Machine: {environment(devices)}.\nCommand: `python benchmarks/bench_deploy.py "
+    text = (f"Machine: {environment(devices, args.clock)}.\nCommand: `python benchmarks/bench_deploy.py "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}` -- "
             f"{time.perf_counter() - start:.0f} s.\n\n{table}\n")
     print(text)

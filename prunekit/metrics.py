@@ -20,8 +20,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .device import device_of, synchronize, to_device
 
-__all__ = ["count_params", "count_macs", "model_size_bytes", "Latency", "latency_samples",
-           "measure_latency", "compare_latency", "ModelSummary", "summary"]
+__all__ = ["count_params", "count_macs", "model_size_bytes", "Latency", "CLOCKS", "latency_samples",
+           "measure_latency", "compare_latency", "PairedComparison", "paired_comparison",
+           "ModelSummary", "summary"]
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -83,6 +84,8 @@ class Latency:
     batch: int
     repeats: int
     device: str = "cpu"
+    clock: str = "wall"
+    round_medians_ms: tuple[float, ...] = ()   # per round of compare_latency, in order
 
     @property
     def per_image_ms(self) -> float:
@@ -95,13 +98,27 @@ class Latency:
     def __str__(self) -> str:
         s = "" if self.threads == 1 else "s"
         where = "" if self.device == "cpu" else f", {self.device}"
+        clock = "" if self.clock == "wall" else f", {self.clock} clock"
         return (f"{self.median_ms:.3f} ms (IQR {self.iqr_ms:.3f} ms), batch {self.batch}, "
-                f"{self.threads} thread{s}{where}")
+                f"{self.threads} thread{s}{where}{clock}")
 
 
-def _check_timing_args(repeats: int, warmup: int, threads: int) -> None:
+#: What a millisecond is. ``wall``: elapsed time (``time.perf_counter``), the definition of
+#: latency. ``cpu``: CPU time of the calling thread (``time.thread_time``). With one CPU
+#: thread the whole forward pass runs in the calling thread (PyTorch, its compiled code and
+#: ONNX Runtime with one intra-op thread alike), so on a quiet machine the two agree; on a
+#: shared one the wall clock also counts the time the OS gave the core to another process,
+#: the CPU clock does not -- it estimates what the quiet machine's wall clock would show.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def _check_timing_args(repeats: int, warmup: int, threads: int, clock: str = "wall") -> None:
     if repeats < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock={clock!r}: use one of {sorted(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("clock='cpu' measures the calling thread only: use threads=1")
 
 
 def _cuda_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
@@ -123,31 +140,33 @@ def _cuda_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> li
     return times
 
 
-def _wall_clock_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int) -> list[float]:
-    """The CPU (and any device but CUDA, e.g. Apple's MPS): ``time.perf_counter`` around each
-    call -- the clock ``torch.utils.benchmark.Timer`` uses, one call per timed run (its
-    ``timeit`` adds two warm-up calls to every measurement, which would triple the cost of
-    timing runs one by one). On a device that queues its work, a synchronisation before and
-    after each run makes the clock see the work, not the launch."""
+def _clock_times_ms(model: nn.Module, x: Tensor, repeats: int, warmup: int,
+                    clock: str) -> list[float]:
+    """The CPU (and any device but CUDA, e.g. Apple's MPS): a clock read around each call
+    (``time.perf_counter`` is what ``torch.utils.benchmark.Timer`` uses), one call per timed
+    run (``Timer.timeit`` adds two warm-up calls to every measurement, which would triple the
+    cost of timing runs one by one). On a device that queues its work, a synchronisation
+    before and after each run makes the clock see the work, not the launch."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         model(x)
     times = []
     for _ in range(repeats):
         synchronize(x.device)
-        t = time.perf_counter()
+        t = now()
         model(x)
         synchronize(x.device)
-        times.append((time.perf_counter() - t) * 1e3)
+        times.append((now() - t) * 1e3)
     return times
 
 
 def latency_samples(model: nn.Module, example_input: Tensor, threads: int = 1, repeats: int = 30,
-                    warmup: int = 5) -> list[float]:
+                    warmup: int = 5, clock: str = "wall") -> list[float]:
     """Milliseconds of each of ``repeats`` timed calls ``model(example_input)``, after
     ``warmup`` untimed ones, in eval mode without autograd, on the model's device (the input
-    is moved there first). The building block of :func:`measure_latency` and
-    :func:`compare_latency`."""
-    _check_timing_args(repeats, warmup, threads)
+    is moved there first), by ``clock`` (see :data:`CLOCKS`; a CUDA GPU is always timed by
+    its own events). The building block of :func:`measure_latency` and :func:`compare_latency`."""
+    _check_timing_args(repeats, warmup, threads, clock)
     device = device_of(model)
     x = to_device(example_input, device)
     was_training = model.training
@@ -156,18 +175,21 @@ def latency_samples(model: nn.Module, example_input: Tensor, threads: int = 1, r
         with torch.no_grad(), _torch_threads(threads):
             if device.type == "cuda":
                 return _cuda_times_ms(model, x, repeats, warmup)
-            return _wall_clock_times_ms(model, x, repeats, warmup)
+            return _clock_times_ms(model, x, repeats, warmup, clock)
     finally:
         model.train(was_training)
 
 
-def _as_latency(times_ms: list[float], threads: int, batch: int, device: torch.device) -> Latency:
+def _as_latency(times_ms: list[float], threads: int, batch: int, device: torch.device,
+                clock: str, rounds: tuple[float, ...] = ()) -> Latency:
     q1, median, q3 = np.percentile(np.asarray(times_ms), [25, 50, 75])
-    return Latency(float(median), float(q3 - q1), threads, batch, len(times_ms), str(device))
+    clock = "cuda events" if device.type == "cuda" else clock
+    return Latency(float(median), float(q3 - q1), threads, batch, len(times_ms), str(device), clock,
+                   rounds)
 
 
 def measure_latency(model: nn.Module, example_input: Tensor, threads: int = 1, repeats: int = 30,
-                    warmup: int = 5) -> Latency:
+                    warmup: int = 5, clock: str = "wall") -> Latency:
     """Time ``model(example_input)`` in eval mode, without autograd, on the model's device.
 
     The rules (see lecture 07): ``warmup`` untimed runs first let the allocator and kernel
@@ -178,14 +200,16 @@ def measure_latency(model: nn.Module, example_input: Tensor, threads: int = 1, r
     :func:`latency_samples`).
 
     Fix ``threads`` when comparing models: on a shared machine a multi-threaded time mostly
-    measures the neighbours. The course uses 1 thread (and batch 1 and 64). To compare
-    several models, prefer :func:`compare_latency`, which interleaves them."""
-    times = latency_samples(model, example_input, threads, repeats, warmup)
-    return _as_latency(times, threads, int(example_input.shape[0]), device_of(model))
+    measures the neighbours. The course uses 1 thread (and batch 1 and 64); on a machine
+    others use too, ``clock="cpu"`` times the working thread's CPU time (:data:`CLOCKS`).
+    To compare several models, prefer :func:`compare_latency`, which interleaves them."""
+    times = latency_samples(model, example_input, threads, repeats, warmup, clock)
+    return _as_latency(times, threads, int(example_input.shape[0]), device_of(model), clock)
 
 
 def compare_latency(models: Mapping[str, nn.Module], example_input: Tensor, threads: int = 1,
-                    rounds: int = 5, repeats: int = 10, warmup: int = 3) -> dict[str, Latency]:
+                    rounds: int = 5, repeats: int = 10, warmup: int = 3,
+                    clock: str = "wall") -> dict[str, Latency]:
     """Latency of several models on the same input, measured in interleaved rounds.
 
     Timing model A for a minute and then model B compares A's minute with B's: if a
@@ -195,21 +219,57 @@ def compare_latency(models: Mapping[str, nn.Module], example_input: Tensor, thre
     model always runs right after a bigger one. Each result pools the ``rounds * repeats``
     runs of its model: the median, and an IQR that includes the drift between rounds.
     Every model is warmed up (``warmup`` runs) before the first round; each runs on its
-    own device, the same way as :func:`measure_latency`.
+    own device, the same way as :func:`measure_latency` (``clock`` as there).
     """
-    _check_timing_args(repeats, warmup, threads)
+    _check_timing_args(repeats, warmup, threads, clock)
     if rounds < 1 or not models:
         raise ValueError(f"need rounds >= 1 and at least one model; got {rounds}, {len(models)}")
     names = list(models)
     for name in names:
-        latency_samples(models[name], example_input, threads, repeats=1, warmup=warmup)
+        latency_samples(models[name], example_input, threads, 1, warmup, clock)
     times: dict[str, list[float]] = {name: [] for name in names}
+    per_round: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name] += latency_samples(models[name], example_input, threads, repeats, warmup=0)
+            runs = latency_samples(models[name], example_input, threads, repeats, 0, clock)
+            times[name] += runs
+            per_round[name].append(float(np.median(runs)))
     batch = int(example_input.shape[0])
-    return {name: _as_latency(times[name], threads, batch, device_of(models[name])) for name in names}
+    return {name: _as_latency(times[name], threads, batch, device_of(models[name]), clock,
+                              tuple(per_round[name])) for name in names}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Model B against model A, round by round (both from one :func:`compare_latency` call).
+
+    Each round timed A and B back to back, so the ratio of their round medians is untouched
+    by anything slower than a round (a neighbour's job, the clock speed). ``slower`` counts
+    the rounds in which B was slower; under "no difference" that count is a fair coin's, and
+    the two-sided binomial (sign) test turns it into ``p_value``: small means a real
+    difference, however noisy the single runs were."""
+
+    ratio: float           # median over rounds of B / A
+    slower: int
+    rounds: int
+    p_value: float
+
+    def __str__(self) -> str:
+        return (f"B/A = {self.ratio:.3f} (median over rounds); B slower in {self.slower} of "
+                f"{self.rounds} rounds, sign test p = {self.p_value:.2g}")
+
+
+def paired_comparison(a: Latency, b: Latency) -> PairedComparison:
+    """Sign test of B against A over the rounds of :func:`compare_latency` (see
+    :class:`PairedComparison`)."""
+    from scipy.stats import binomtest
+
+    if not a.round_medians_ms or len(a.round_medians_ms) != len(b.round_medians_ms):
+        raise ValueError("paired_comparison needs two results of the same compare_latency call")
+    ratios = [rb / ra for ra, rb in zip(a.round_medians_ms, b.round_medians_ms)]
+    slower, n = sum(r > 1 for r in ratios), len(ratios)
+    return PairedComparison(float(np.median(ratios)), slower, n, float(binomtest(slower, n).pvalue))
 
 
 class _torch_threads:

@@ -78,6 +78,33 @@ def test_latency_per_image_divides_median_and_spread_alike():
     assert str(on_gpu).endswith("1 thread, cuda:0")
 
 
+def test_the_cpu_clock_times_the_working_thread_only():
+    import pytest
+
+    model = vgg_small()
+    lat = metrics.measure_latency(model, torch.zeros(1, 1, 8, 8), repeats=3, warmup=1, clock="cpu")
+    assert lat.clock == "cpu" and str(lat).endswith("1 thread, cpu clock") and lat.median_ms > 0
+    with pytest.raises(ValueError, match="threads=1"):
+        metrics.measure_latency(model, torch.zeros(1, 1, 8, 8), threads=2, clock="cpu")
+    with pytest.raises(ValueError, match="clock='sundial'"):
+        metrics.compare_latency({"m": model}, torch.zeros(1, 1, 8, 8), clock="sundial")
+
+
+class _Sleeper(nn.Module):
+    def forward(self, x):
+        import time
+
+        time.sleep(0.02)            # wall time passes, the thread uses no CPU
+        return x
+
+
+def test_wall_and_cpu_clocks_differ_when_the_thread_waits():
+    x = torch.zeros(1)
+    wall = metrics.measure_latency(_Sleeper(), x, repeats=3, warmup=0)
+    cpu = metrics.measure_latency(_Sleeper(), x, repeats=3, warmup=0, clock="cpu")
+    assert wall.median_ms >= 19 and cpu.median_ms < 5
+
+
 class _Recorder(nn.Module):
     """Records the order in which it is called."""
 
@@ -97,7 +124,7 @@ def test_compare_latency_interleaves_rotating_rounds_and_pools_them():
     runs = "".join(name for i, name in enumerate(log) if i == 0 or log[i - 1] != name)
     # warm-up of each model, then three rounds, each in an order rotated by one
     assert runs == "abc" + "abc" + "bca" + "cab"
-    assert all(r.repeats == 6 and r.batch == 2 for r in result.values())
+    assert all(r.repeats == 6 and r.batch == 2 and len(r.round_medians_ms) == 3 for r in result.values())
     import pytest
 
     with pytest.raises(ValueError, match="rounds >= 1"):
@@ -123,3 +150,19 @@ def test_summary_with_latency():
     s = metrics.summary(vgg_small(), torch.zeros(1, 1, 8, 8))
     assert s.latency is not None and s.accuracy is None
     assert list(s.as_dict()) == ["params", "MACs", "size", "latency"]
+
+
+def test_paired_comparison_is_a_sign_test_over_rounds():
+    import pytest
+
+    def lat(rounds):
+        return metrics.Latency(1.0, 0.1, 1, 1, 10, round_medians_ms=tuple(rounds))
+
+    a = lat([1.0] * 16)
+    slower = metrics.paired_comparison(a, lat([1.05] * 15 + [0.99]))
+    assert (slower.slower, slower.rounds) == (15, 16) and slower.p_value < 0.001
+    assert slower.ratio == pytest.approx(1.05) and "15 of 16 rounds" in str(slower)
+    even = metrics.paired_comparison(a, lat([1.05, 0.95] * 8))
+    assert even.slower == 8 and even.p_value == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same compare_latency call"):
+        metrics.paired_comparison(a, lat([1.0] * 3))
