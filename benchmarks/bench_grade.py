@@ -1,6 +1,6 @@
 """How long the autograder takes for a class: 40 submissions of exercise 2, graded with ``-j 2``.
 
-    python benchmarks/bench_grade.py [--n 40] [--jobs 2] [--modes bwrap none]
+    python benchmarks/bench_grade.py [--n 40] [--jobs 2] [--modes bwrap none] [--before REV]
 
 The submissions are a realistic mix: a quarter the reference answer, a quarter a correct answer
 written differently (``copy.deepcopy`` + slicing), a quarter a wrong one (running statistics
@@ -10,6 +10,11 @@ library version; cached afterwards) and (2) grading the folder with the cache wa
 the peak resident memory of the grader and all its kernels. It checks every score, so a fast but
 wrong grader cannot post a number. The acceptance bound: grading within 1.5x of the 83 s that
 40 submissions took before the sandbox (``--baseline``).
+
+``--before REV`` also times the grader of an older commit on the same kind of submissions (its
+own ``prunekit`` and ``solutions/``, unpacked with ``git archive``) in the same run: on a shared
+machine only a baseline measured side by side is a fair comparison. Its scores are not checked
+(the old grader gave the ``deepcopy`` answers 4 / 7).
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from prunekit.grade.generate import make_exercise  # noqa: E402
 EXERCISE = "ex02_l1_norm"
 
 
-def submissions(folder: Path, n: int) -> dict[str, float]:
+def submissions(folder: Path, n: int, solutions: Path = REPO / "solutions") -> dict[str, float]:
     """Write ``n`` notebooks into ``folder``; return the score each must get."""
-    solution = nbformat.read(REPO / "solutions" / f"{EXERCISE}.ipynb", as_version=4)
+    solution = nbformat.read(solutions / f"{EXERCISE}.ipynb", as_version=4)
     deepcopy, wrong = (VARIANTS[name].sources for name in ("ex02-deepcopy-and-slicing", "ex02-stats-lost-grad-kept"))
     kinds = [("reference", solution, 7.0), ("deepcopy", tiny.with_solutions(solution, deepcopy), 7.0),
              ("wrong", tiny.with_solutions(solution, wrong), 3.0),
@@ -83,10 +88,10 @@ class PeakMemory:
         return self.peak
 
 
-def timed(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
+def timed(cmd: list[str], code: Path = REPO) -> tuple[float, int, subprocess.CompletedProcess]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "PRUNEKIT_PROGRESS": "0"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=code,
+                            env={**os.environ, "PYTHONPATH": str(code), "PRUNEKIT_PROGRESS": "0"})
     memory = PeakMemory(proc.pid)
     out, err = proc.communicate()
     seconds = time.perf_counter() - start
@@ -114,20 +119,44 @@ def run_mode(mode: str, n: int, jobs: int, root: Path) -> dict:
     return {"mode": mode, "n": n, "jobs": jobs, "references": ref_s, "grading": grade_s, "peak": peak}
 
 
+def run_before(rev: str, n: int, jobs: int, root: Path) -> dict:
+    """The grader of commit ``rev``, on submissions made from that commit's solutions."""
+    code = root / f"before-{rev}"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "prunekit", "solutions"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    subs, cache = root / f"submissions-{rev}", root / f"cache-{rev}"
+    submissions(subs, n, code / "solutions")
+    one = subs / sorted(os.listdir(subs))[0]  # the first run computes the references: time it apart
+    ref_s, _, done = timed([sys.executable, "-m", "prunekit.grade", str(one), "--solutions", str(code / "solutions"),
+                            "--cache-dir", str(cache), "--json", str(root / "ref.json")], code)
+    grade_s, peak, done = timed([sys.executable, "-m", "prunekit.grade", str(subs), "--solutions",
+                                 str(code / "solutions"), "--exercise", EXERCISE, "-j", str(jobs), "--cache-dir",
+                                 str(cache), "--gradebook", str(root / f"grades-{rev}.csv")], code)
+    if done.returncode:
+        raise SystemExit(f"grading at {rev} failed:\n{done.stderr}")
+    return {"mode": f"before ({rev[:7]})", "n": n, "jobs": jobs, "references": ref_s, "grading": grade_s, "peak": peak}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=40)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=["bwrap", "none"], choices=["bwrap", "none"])
     p.add_argument("--baseline", type=float, default=83.0, help="seconds for 40 before the sandbox (this machine)")
+    p.add_argument("--before", default=None, help="also time the grader of this commit (e.g. 6a8982b)")
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-grade-") as tmp:
+        if args.before:
+            rows.append(run_before(args.before, args.n, args.jobs, Path(tmp)))
         for mode in args.modes:
             rows.append(run_mode(mode, args.n, args.jobs, Path(tmp)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{args.n} submissions of {EXERCISE}, -j {args.jobs}, {os.cpu_count()} CPUs, load average {load:.1f}\n")
-    print("| sandbox | references (once) | grading, cache warm | per submission | peak memory | vs. 83 s before |")
+    print(f"| sandbox | references (once) | grading, cache warm | per submission | peak memory "
+          f"| vs. {args.baseline:g} s before |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['mode']} | {r['references']:.1f} s | {r['grading']:.1f} s | {r['grading'] / r['n']:.2f} s "
