@@ -23,11 +23,11 @@ def taylor_conv_scores(model, conv, batches):
 def taylor_bn_scores(model, bn, batches):
     twin = copy.deepcopy(model).eval()
     name = next(n for n, m in model.named_modules() if m is bn)
-    gamma = dict(twin.named_modules())[name].weight
+    gate = dict(twin.named_modules())[name]
     total = 0
     for x, y in batches:
-        g = torch.autograd.grad(F.cross_entropy(twin(x), y), [gamma])[0]
-        total = total + (gamma * g).detach().abs()
+        g_gamma, g_beta = torch.autograd.grad(F.cross_entropy(twin(x), y), [gate.weight, gate.bias])
+        total = total + (gate.weight * g_gamma + gate.bias * g_beta).detach().abs()
     return total / len(batches)""",
     "spearman": """\
 def spearman(a, b):
@@ -97,9 +97,40 @@ def oracle_loss_increase(model, bn, batches):
     return out""",
 }
 
+# the gamma-only score (what this exercise asked before it followed the paper); oracle zeroes gamma only
+EX04_GAMMA_ONLY = {
+    "taylor_bn": """\
+def taylor_bn_scores(model, bn, batches):
+    was = model.training
+    model.eval()
+    total = torch.zeros(bn.num_features)
+    for x, y in batches:
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), bn.weight)
+        total += (bn.weight.detach() * g).abs()
+    model.train(was)
+    return total / len(batches)""",
+    "oracle": """\
+def oracle_loss_increase(model, bn, batches):
+    was = model.training
+    model.eval()
+    loss = lambda: sum(float(F.cross_entropy(model(x), y)) for x, y in batches) / len(batches)
+    out = torch.zeros(bn.num_features)
+    with torch.no_grad():
+        base = loss()
+        for c in range(bn.num_features):
+            g = bn.weight[c].item()
+            bn.weight[c] = 0.0
+            out[c] = loss() - base
+            bn.weight[c] = g
+    model.train(was)
+    return out""",
+}
+
 VARIANTS_EX04 = {
     "ex04-deep-copies": Variant(EX04, EX04_COPIES, why="backward() on a copy, argsort ranks, oracle on copies"),
     "ex04-train-mode-and-mode-lost": Variant(
         EX04, EX04_TRAIN_MODE, lost=("test_taylor_conv", "test_oracle"), strip_asserts=True,
         why="scores in the model's (train) mode with .grad left behind; oracle leaves the model in eval mode"),
+    "ex04-gamma-only": Variant(EX04, EX04_GAMMA_ONLY, lost=("test_taylor_bn", "test_oracle"),
+                               why="the gate without beta: neither the score nor the cut zeroes the shift"),
 }
