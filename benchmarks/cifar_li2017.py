@@ -183,8 +183,8 @@ def run_model(name: str, loaders: tuple[DataLoader, DataLoader], args, device: t
 
 
 def markdown(rows: list[Row]) -> str:
-    head = ("| model | variant | params | cut (paper) | MACs | cut (paper) | error pruned, "
-            "no retraining | error (paper) | time |")
+    head = ("| model | variant | params | cut (paper) | MACs | cut (paper) | test error, pruned, "
+            "not retrained | test error, (re)trained (paper) | time |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     dense = {r.model: r for r in rows if r.variant == "dense"}
     for r in rows:
