@@ -446,7 +446,7 @@ def test_nbgrader_accepts_the_metadata_and_makes_the_same_exercise(source):
     MetadataValidator().validate_nb(nb)
     for cell in nb.cells:
         assert utils.is_solution(cell) == (cells.kind(cell) == "solution")
-        assert utils.is_grade(cell) == (cells.kind(cell) == "test")
+        assert utils.is_grade(cell) == (cells.kind(cell) == "test" or cells.is_manual(cell))  # manual: both
     theirs, resources = nbformat.from_dict(nb), {}
     for step in (ClearSolutions(), ClearHiddenTests(), ClearOutput()):
         theirs, resources = step.preprocess(theirs, resources)
@@ -494,4 +494,45 @@ def test_nbgrader_generate_assignment_releases_our_exercise(nbgrader_course):
 def test_nbgrader_autograde_scores_our_solution_full_and_the_blank_notebook_zero(nbgrader_course):
     rows = {r["student_id"]: r for r in csv.DictReader(open(nbgrader_course / "grades.csv"))}
     assert (float(rows["alice"]["score"]), float(rows["alice"]["max_score"])) == (7.0, 7.0)
+    assert float(rows["bob"]["score"]) == 0.0
+
+
+@pytest.fixture(scope="module")
+def nbgrader_challenge(tmp_path_factory):
+    """The design challenge (exercise 9) in nbgrader: its written answers are manually graded cells."""
+    if os.environ.get("PRUNEKIT_REQUIRE_NBGRADER") != "1":
+        pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
+    if shutil.which("nbgrader") is None:
+        pytest.fail("nbgrader's scripts are not on PATH: run through `make test` / `make nbgrader`")
+    course = tmp_path_factory.mktemp("challenge")
+    (course / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.CourseDirectory.course_id = 'prunekit'\n"
+        "c.CourseDirectory.db_assignments = [dict(name='ex09')]\n"
+        "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
+        "c.ExecutePreprocessor.timeout = 600\n")
+    (course / "source" / "ex09").mkdir(parents=True)
+    shutil.copy(REPO / "solutions" / "ex09_design_challenge.ipynb", course / "source" / "ex09")
+
+    def nbgrader(*args):
+        done = subprocess.run(["nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    nbgrader("generate_assignment", "ex09", "--force")
+    for student, path in (("alice", REPO / "solutions" / "ex09_design_challenge.ipynb"),
+                          ("bob", course / "release" / "ex09" / "ex09_design_challenge.ipynb")):
+        (course / "submitted" / student / "ex09").mkdir(parents=True)
+        shutil.copy(path, course / "submitted" / student / "ex09" / "ex09_design_challenge.ipynb")
+    nbgrader("autograde", "ex09", "--force")
+    nbgrader("export", "--to", "grades.csv")
+    return course
+
+
+def test_nbgrader_leaves_the_written_answers_to_a_person(nbgrader_challenge):
+    """nbgrader releases our rubric-free exercise, scores the challenge by its asserts (it cannot run
+    our check: `hand_in` does nothing there) and counts the written answers' 6 points as manual."""
+    released = nbformat.read(nbgrader_challenge / "release" / "ex09" / "ex09_design_challenge.ipynb", as_version=4)
+    ours = make_exercise(nbformat.read(REPO / "solutions" / "ex09_design_challenge.ipynb", as_version=4))
+    assert [c.source for c in released.cells] == [c.source for c in ours.cells]
+    rows = {r["student_id"]: r for r in csv.DictReader(open(nbgrader_challenge / "grades.csv"))}
+    assert (float(rows["alice"]["score"]), float(rows["alice"]["max_score"])) == (6.0, 12.0)  # 6 await a person
     assert float(rows["bob"]["score"]) == 0.0

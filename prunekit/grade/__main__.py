@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.submission.is_file() and not args.json:
         print(json.dumps(results[0][1].as_dict(), indent=2))
     for name, result in results:
-        print(f"{name}: {result.score:g} / {result.max_score:g}" + (f"  ({result.error})" if result.error else ""))
+        pending = sum(m.max_score for m in result.manual if m.score is None)
+        print(f"{name}: {result.score:g} / {result.max_score:g}" + (f"  ({result.error})" if result.error else "")
+              + (f"  + written answers worth up to {pending:g} points: needs manual grading" if pending else ""))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 2 if problems else 0

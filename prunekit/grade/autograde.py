@@ -12,12 +12,23 @@ instructor's solution recorded in that cell (:func:`prunekit.grade.record`) was 
 the submission too, with a matching value. Asserts alone can be defeated from inside the
 kernel (``torch.allclose = lambda *a, **k: True``); the recorded values are compared here, in
 the grader process, against expected values the kernel never sees.
+
+A test cell with a *check* (``metadata.prunekit.check``, :mod:`prunekit.grade.checks`) is
+scored by the check's verdict instead: the file the kernel handed in is measured outside the
+kernel, and whatever the kernel itself printed or asserted does not count.
+
+Written answers (nbgrader's manually graded cells: ``solution`` and ``grade``) are not scored
+here: the result lists them, with the student's text, as needing manual grading -- or as 0
+when the released text was left unchanged.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +36,16 @@ import nbformat
 
 from . import cells, seeding
 from .catalog import Exercise
+from .checks import BudgetCheck, Verdict, judge
 from .compare import values_match
-from .runner import CellRun, Limits, RunOptions, run_notebook
+from .runner import CellRun, Limits, RunOptions, default_sandbox, run_notebook
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
 _TMPFILE = re.compile(r"\(\d+\.py, line (\d+)\)")  # ipykernel's name for a cell: say just the line
 MAX_MESSAGE = 300
+MAX_ANSWER = 20_000  # characters of a written answer kept in the result
+NEEDS_MANUAL = "needs manual grading"
 
 
 @dataclass
@@ -44,6 +58,7 @@ class Step:
     source: str = ""
     points: float = 0.0
     missing: bool = False  # a solution cell the submission does not have
+    check: BudgetCheck | None = None  # a test scored by a check outside the kernel
 
 
 @dataclass
@@ -60,6 +75,27 @@ class TaskResult:
 
 
 @dataclass
+class ManualResult:
+    """A written answer: graded by hand, so it carries no score until a person gives one --
+    except an answer left as released, which is 0 and needs no one's time."""
+
+    grade_id: str
+    max_score: float
+    answered: bool
+    answer: str = ""
+    message: str = NEEDS_MANUAL
+
+    @property
+    def score(self) -> float | None:
+        return None if self.answered else 0.0
+
+    def as_dict(self) -> dict:
+        """nbgrader's names: ``needs_manual_grade``; ``score`` is null until graded by hand."""
+        return {"grade_id": self.grade_id, "score": self.score, "max_score": self.max_score,
+                "needs_manual_grade": self.answered, "message": self.message, "answer": self.answer}
+
+
+@dataclass
 class GradeResult:
     exercise: str
     score: float
@@ -67,11 +103,20 @@ class GradeResult:
     tasks: list[TaskResult]
     error: str = ""  # set when the submission could not be graded at all
     notes: list[str] = field(default_factory=list)
+    manual: list[ManualResult] = field(default_factory=list)  # written answers, graded by hand
+
+    @property
+    def manual_max_score(self) -> float:
+        return sum(m.max_score for m in self.manual)
 
     def as_dict(self) -> dict:
-        """nbgrader's names; ``error`` and ``notes`` only when there are any."""
+        """nbgrader's names; ``error``, ``notes`` and the written answers (``manual``,
+        ``manual_max_score``: not included in ``score`` / ``max_score``) only when there are any."""
         out = {"exercise": self.exercise, "score": self.score, "max_score": self.max_score,
                "tasks": [t.as_dict() for t in self.tasks]}
+        if self.manual:
+            out["manual"] = [m.as_dict() for m in self.manual]
+            out["manual_max_score"] = self.manual_max_score
         if self.error:
             out["error"] = self.error
         if self.notes:
@@ -83,18 +128,17 @@ class GradeResult:
         """The inverse of :meth:`as_dict` (merging results graded elsewhere)."""
         tasks = [TaskResult(t["grade_id"], float(t["score"]), float(t["max_score"]), bool(t["passed"]),
                             str(t.get("message", ""))) for t in data.get("tasks", [])]
+        manual = [ManualResult(m["grade_id"], float(m["max_score"]), bool(m.get("needs_manual_grade")),
+                               str(m.get("answer", "")), str(m.get("message", NEEDS_MANUAL)))
+                  for m in data.get("manual", [])]
         return cls(str(data.get("exercise", "")), float(data.get("score", 0.0)), float(data.get("max_score", 0.0)),
-                   tasks, str(data.get("error", "")), [str(n) for n in data.get("notes", [])])
+                   tasks, str(data.get("error", "")), [str(n) for n in data.get("notes", [])], manual)
 
 
 def assemble(exercise: Exercise, submission: nbformat.NotebookNode
              ) -> tuple[nbformat.NotebookNode, list[Step], list[str]]:
     """The notebook to run, one :class:`Step` per cell, and notes for the student."""
-    theirs: dict[str, str] = {}
-    for cell in submission.cells:
-        gid = cells.grade_id(cell)
-        if cells.kind(cell) == "solution" and gid and gid not in theirs:
-            theirs[gid] = cell.get("source", "")
+    theirs = _solution_sources(submission)
     nb = nbformat.v4.new_notebook()
     steps: list[Step] = []
     code = [c for c in exercise.notebook.cells if c.cell_type == "code"]
@@ -112,7 +156,8 @@ def assemble(exercise: Exercise, submission: nbformat.NotebookNode
             steps.append(Step("solution", gid, label, source, missing=missing))
         else:
             step_kind = "test" if kind == "test" else "locked"
-            steps.append(Step(step_kind, gid, label, cell.source, points=cells.points(cell)))
+            steps.append(Step(step_kind, gid, label, cell.source, points=cells.points(cell),
+                              check=exercise.checks.get(gid) if step_kind == "test" else None))
         nb.cells.append(nbformat.v4.new_code_cell(_runnable(steps[-1])))
     return nb, steps, _notes(exercise, submission, theirs)
 
@@ -159,9 +204,40 @@ def _is_instructors(cell, exercise: Exercise) -> bool:
 
 
 def execute(exercise: Exercise, submission: nbformat.NotebookNode, limits: Limits, outbox: Path | None = None
-            ) -> tuple[list[Step], list[CellRun]]:
+            ) -> tuple[list[Step], list[CellRun], dict[int, Verdict]]:
+    """Run the assembled notebook, then every check on what it handed in.
+
+    Returns the steps, their runs and ``{step index: verdict}`` for the checks that had a file.
+    ``outbox``: the grader's folder for the handed-in files (default: a temporary one).
+    """
     nb, steps, _ = assemble(exercise, submission)
-    return steps, run_notebook(nb, limits, run_options(steps, outbox))
+    with _outbox(outbox, steps) as folder:
+        runs = run_notebook(nb, limits, run_options(steps, folder))
+        return steps, runs, judge_checks(steps, folder, limits)
+
+
+@contextmanager
+def _outbox(outbox: Path | None, steps: list[Step]) -> Iterator[Path | None]:
+    if outbox is not None or not any(step.check for step in steps):
+        yield outbox
+        return
+    with tempfile.TemporaryDirectory(prefix="prunekit-handed-in-") as tmp:
+        yield Path(tmp)
+
+
+def judge_checks(steps: list[Step], outbox: Path | None, limits: Limits) -> dict[int, Verdict]:
+    """The verdict of every check whose file was handed in, each measured in a fresh box."""
+    verdicts: dict[int, Verdict] = {}
+    if outbox is None:
+        return verdicts
+    box = limits.sandbox or default_sandbox()
+    for index, step in enumerate(steps):
+        if step.check is not None:
+            verdict = judge(step.check, outbox, box, timeout=max(120.0, 2 * limits.cell_timeout),
+                            memory_mb=limits.memory_mb or 4096)
+            if verdict is not None:
+                verdicts[index] = verdict
+    return verdicts
 
 
 def grade(exercise: Exercise, submission: nbformat.NotebookNode, reference: dict[str, list[dict]],
@@ -169,20 +245,47 @@ def grade(exercise: Exercise, submission: nbformat.NotebookNode, reference: dict
     """Run ``submission`` against ``exercise`` and score every task against ``reference``.
 
     ``outbox``: a folder of the grader's that receives the files the kernel handed in
-    (:func:`prunekit.grade.hand_in`), for checks that must run outside the kernel.
+    (:func:`prunekit.grade.hand_in`), for checks that must run outside the kernel (default: a
+    temporary folder when the exercise has checks).
     """
-    nb, steps, notes = assemble(exercise, submission)
-    runs = run_notebook(nb, limits, run_options(steps, outbox))
-    tasks = score(steps, runs, reference)
-    return GradeResult(exercise.name, sum(t.score for t in tasks), exercise.max_score, tasks, notes=notes)
+    steps, runs, verdicts = execute(exercise, submission, limits, outbox)
+    notes = _notes(exercise, submission, _solution_sources(submission))
+    tasks = score(steps, runs, reference, verdicts)
+    return GradeResult(exercise.name, sum(t.score for t in tasks), exercise.max_score, tasks, notes=notes,
+                       manual=manual_answers(exercise, submission))
 
 
-def score(steps: list[Step], runs: list[CellRun], reference: dict[str, list[dict]]) -> list[TaskResult]:
+def _solution_sources(submission: nbformat.NotebookNode) -> dict[str, str]:
+    theirs: dict[str, str] = {}
+    for cell in submission.cells:
+        gid = cells.grade_id(cell)
+        if cells.kind(cell) == "solution" and gid and gid not in theirs:
+            theirs[gid] = cell.get("source", "")
+    return theirs
+
+
+def manual_answers(exercise: Exercise, submission: nbformat.NotebookNode) -> list[ManualResult]:
+    """The written answers, for a person to grade; one left as released scores 0 at once."""
+    theirs = _solution_sources(submission)
+    out = []
+    for gid, points in exercise.manual:
+        text = theirs.get(gid)
+        if text is None:
+            out.append(ManualResult(gid, points, False, "", "not answered: the answer cell is missing"))
+        elif text.strip() in ("", exercise.manual_stubs[gid].strip()):
+            out.append(ManualResult(gid, points, False, "", "not answered (the cell is as released)"))
+        else:
+            out.append(ManualResult(gid, points, True, text[:MAX_ANSWER]))
+    return out
+
+
+def score(steps: list[Step], runs: list[CellRun], reference: dict[str, list[dict]],
+          verdicts: dict[int, Verdict] | None = None) -> list[TaskResult]:
     tasks: list[TaskResult] = []
     region: list[tuple[Step, CellRun]] = []  # failed cells since the previous test: this task's code
     earlier: list[tuple[Step, CellRun]] = []  # every failed non-test cell so far
     stopper: tuple[Step, CellRun] | None = None  # the cell in which the kernel went away
-    for step, run in zip(steps, runs):
+    for index, (step, run) in enumerate(zip(steps, runs)):
         if stopper is None and run.status in ("died", "memory", "timeout") and _stopped_here(runs, run):
             stopper = (step, run)
         if step.kind != "test":
@@ -190,13 +293,34 @@ def score(steps: list[Step], runs: list[CellRun], reference: dict[str, list[dict
                 region.append((step, run))
                 earlier.append((step, run))
             continue
-        if run.status == "not_run":
+        if step.check is not None:
+            verdict = (verdicts or {}).get(index)
+            passed, message = _judge_check(step, run, verdict, reference.get(step.grade_id, []), region, earlier,
+                                           stopper)
+        elif run.status == "not_run":
             passed, message = False, f"not run: {_not_run_reason(run, stopper)}"
         else:
             passed, message = _judge(step, run, reference.get(step.grade_id, []), region, earlier)
         tasks.append(TaskResult(step.grade_id, step.points if passed else 0.0, step.points, passed, message))
         region = []
     return tasks
+
+
+def _judge_check(step: Step, run: CellRun, verdict: Verdict | None, expected: list[dict], region, earlier,
+                 stopper) -> tuple[bool, str]:
+    """A task with a check: its points follow the check's verdict on the handed-in file, not the kernel.
+
+    Without a file, the message says why (the kernel's own error when the cell failed)."""
+    if verdict is None:
+        if run.status == "not_run":
+            return False, f"not run: {_not_run_reason(run, stopper)}"
+        if run.status == "ok":
+            return False, f"no {step.check.file} was handed in, so there was nothing to measure"
+        return False, _judge(step, run, expected, region, earlier)[1]
+    problem = _compare_records(expected, run.records) if expected else None
+    if verdict.passed and problem:
+        return False, problem
+    return verdict.passed, verdict.message
 
 
 def _stopped_here(runs: list[CellRun], run: CellRun) -> bool:

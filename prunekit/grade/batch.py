@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from . import autograde, reference, sandbox
-from .autograde import GradeResult, TaskResult
+from .autograde import GradeResult, ManualResult, TaskResult
 from .catalog import Exercise, SubmissionError, identify, read_submission
 from .runner import GraderError, Limits
 
@@ -79,7 +79,8 @@ def _failed(err: Exception, exercise: Exercise | None) -> GradeResult:
     if exercise is None:
         return GradeResult("", 0.0, 0.0, [], error=str(err))
     tasks = [TaskResult(gid, 0.0, pts, False, f"not graded: {err}") for gid, pts in exercise.tests]
-    return GradeResult(exercise.name, 0.0, exercise.max_score, tasks, error=str(err))
+    manual = [ManualResult(gid, pts, False, "", f"not graded: {err}") for gid, pts in exercise.manual]
+    return GradeResult(exercise.name, 0.0, exercise.max_score, tasks, error=str(err), manual=manual)
 
 
 class _Inline:

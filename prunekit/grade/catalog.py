@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 
 from . import cells
+from .checks import BudgetCheck, check_of
 
 
 class SubmissionError(ValueError):
@@ -24,6 +25,9 @@ class Exercise:
     notebook: nbformat.NotebookNode
     digest: str  # sha256 of the file's bytes
     tests: list[tuple[str, float]] = field(default_factory=list)  # (grade_id, points), in order
+    manual: list[tuple[str, float]] = field(default_factory=list)  # written answers graded by hand
+    manual_stubs: dict[str, str] = field(default_factory=dict)  # grade_id -> the released, unanswered text
+    checks: dict[str, BudgetCheck] = field(default_factory=dict)  # test grade_id -> its check outside the kernel
     solution_ids: list[str] = field(default_factory=list)
     grade_ids: set[str] = field(default_factory=set)  # every cell's, to tell added cells apart
     cell_ids: set[str] = field(default_factory=set)
@@ -31,7 +35,12 @@ class Exercise:
 
     @property
     def max_score(self) -> float:
+        """Points the grader awards itself (the written answers' points are not included)."""
         return sum(p for _, p in self.tests)
+
+    @property
+    def manual_max_score(self) -> float:
+        return sum(p for _, p in self.manual)
 
 
 def default_solutions_dir() -> Path:
@@ -55,8 +64,17 @@ def load_exercise(path: Path) -> Exercise:
             raise ValueError(f"{path}: a {kind} cell has no nbgrader grade_id")
         if kind == "test":
             exercise.tests.append((gid, cells.points(cell)))
+            try:
+                check = check_of(cell)
+            except ValueError as err:
+                raise ValueError(f"{path}: test cell {gid!r}: {err}") from None
+            if check is not None:
+                exercise.checks[gid] = check
         elif kind == "solution":
             exercise.solution_ids.append(gid)
+            if cells.is_manual(cell):
+                exercise.manual.append((gid, cells.points(cell)))
+                exercise.manual_stubs[gid] = cells.strip_solution(cell.source, markdown=cell.cell_type == "markdown")
     ids = [g for g, _ in exercise.tests] + exercise.solution_ids
     duplicates = sorted({g for g in ids if ids.count(g) > 1})
     if duplicates:

@@ -5,6 +5,8 @@ Every cell of a solution notebook carries nbgrader's schema-3 metadata::
     {"nbgrader": {"solution": true,  "grade": false, "locked": false, "grade_id": "...", ...}}  student code
     {"nbgrader": {"solution": false, "grade": true,  "locked": true,  "points": 2.0, ...}}        a test (a task)
     {"nbgrader": {"solution": false, "grade": false, "locked": true,  ...}}                      read-only setup
+    {"nbgrader": {"solution": true,  "grade": true,  "locked": false, "points": 2.0, ...}}        a written answer,
+                                                                                                graded by hand
 
 Inside a solution cell, the lines between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` are
 the answer; inside a test cell, the lines between ``### BEGIN HIDDEN TESTS`` and
@@ -41,6 +43,15 @@ def kind(cell: Any) -> CellKind:
     if meta.get("locked"):
         return "locked"
     return "other"
+
+
+def is_manual(cell: Any) -> bool:
+    """An answer graded by hand (nbgrader's "manually graded answer"): both solution and grade.
+
+    Its :func:`kind` is "solution" (the student writes it); it is never auto-scored.
+    """
+    meta = nbgrader(cell)
+    return bool(meta.get("solution")) and bool(meta.get("grade"))
 
 
 def grade_id(cell: Any) -> str | None:

@@ -14,6 +14,20 @@ with the exercise's budget in its own process.
 This module is also such a check (``python -m prunekit.grade.checks pruned-model FILE``): it
 loads a model saved by :func:`prunekit.export.save_pruned` with ``weights_only=True`` and
 reports whether it is a plain model (no pruning hooks, no mask buffers) and its size.
+
+Attaching a check to a graded task
+----------------------------------
+A test cell of the instructor's notebook names its check in its metadata, next to nbgrader's::
+
+    "prunekit": {"check": {"kind": "pruned-model-budget", "file": "pruned.pt", "dataset": "mnist_hard",
+                           "architectures": ["vgg_small"], "max_macs": 8000000, "min_accuracy": 0.83}}
+
+and calls ``hand_in("pruned.pt")``. The grader then scores that task by the check's verdict
+alone (:func:`judge`), never by what the kernel printed, asserted or recorded: after the
+kernel run it takes the handed-in file from its own copy of the outbox, measures it in a fresh
+box (:mod:`prunekit.grade.budget`) and compares the measurement with the budget and target
+here, in its own process. Test cells come from the instructor's notebook, never from the
+submission, so a student cannot change the check, the budget or the target either.
 """
 
 from __future__ import annotations
@@ -22,7 +36,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import sandbox as sb
 from .runner import GraderError, _data_files
@@ -58,6 +74,104 @@ def run_check(box: Sandbox, module: str, inputs: dict[str, Path], args: list[str
         return json.loads(out)
     except ValueError as err:
         raise GraderError(f"check {module} printed no JSON: {out[:200]!r}") from err
+
+
+# ---------------------------------------------------------------- checks attached to graded tasks
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A design challenge: the handed-in ``file`` must be a plain pruned model of one of
+    ``architectures`` with at most ``max_macs`` MACs (one image of ``dataset``) and at least
+    ``min_accuracy`` on the data set's held-out test split, as :mod:`prunekit.grade.budget` measures."""
+
+    file: str
+    dataset: str
+    architectures: tuple[str, ...]
+    max_macs: int
+    min_accuracy: float
+
+    kind = "pruned-model-budget"
+    module = "prunekit.grade.budget"
+
+    def argv(self) -> list[str]:
+        return [f"{sb.INBOX}/{self.file}", "--dataset", self.dataset, "--architectures", ",".join(self.architectures)]
+
+    def verdict(self, report: dict) -> tuple[bool, str]:
+        """Pass or fail, and what the student reads: the grader's own numbers, budget and target."""
+        if not report.get("valid"):
+            return False, f"{self.file} is not a plain pruned model: {report.get('problem', 'no reason given')}"
+        macs, dense = _int(report, "macs"), _int(report, "dense_macs")
+        correct, total = _int(report, "correct"), _int(report, "total")
+        if total <= 0 or dense <= 0:
+            raise GraderError(f"check {self.module} reported an empty test split or model: {report}")
+        accuracy = correct / total
+        within, accurate = macs <= self.max_macs, accuracy >= self.min_accuracy - 1e-12
+        measured = (f"{macs:,} MACs ({macs / dense:.1%} of the dense {dense:,}) "
+                    f"{'<=' if within else '>'} budget {self.max_macs:,}; test accuracy {accuracy:.1%} "
+                    f"({correct}/{total}) {'>=' if accurate else '<'} target {self.min_accuracy:.1%}")
+        if within and accurate:
+            return True, f"passed, measured by the grader: {measured}"
+        what = "over the MAC budget" if not within else "below the accuracy target"
+        if not within and not accurate:
+            what = "over the MAC budget and below the accuracy target"
+        return False, f"{what}, measured by the grader: {measured}"
+
+
+CHECKS = {BudgetCheck.kind: BudgetCheck}
+
+
+def _int(report: dict, key: str) -> int:
+    value = report.get(key)
+    if type(value) is not int:
+        raise GraderError(f"check report has no integer {key!r}: {str(report)[:300]}")
+    return value
+
+
+def check_of(cell: Any) -> BudgetCheck | None:
+    """The check attached to a test cell (``metadata.prunekit.check``), or None; a malformed
+    one raises ``ValueError`` naming the problem (an instructor's mistake, found at load time)."""
+    meta = cell.get("metadata", {}).get("prunekit", {})
+    spec = meta.get("check") if isinstance(meta, dict) else None
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("kind") not in CHECKS:
+        raise ValueError(f"metadata.prunekit.check must be an object with kind one of {sorted(CHECKS)}, got {spec!r}")
+    fields = {k: v for k, v in spec.items() if k != "kind"}
+    try:
+        check = BudgetCheck(file=str(fields.pop("file")), dataset=str(fields.pop("dataset")),
+                            architectures=tuple(str(a) for a in fields.pop("architectures")),
+                            max_macs=int(fields.pop("max_macs")), min_accuracy=float(fields.pop("min_accuracy")))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"metadata.prunekit.check {spec!r}: missing or invalid field ({err})") from None
+    if fields:
+        raise ValueError(f"metadata.prunekit.check: unknown field(s) {sorted(fields)}")
+    if "/" in check.file or check.file.startswith(".") or not check.file:
+        raise ValueError(f"metadata.prunekit.check: file {check.file!r} must be a plain file name")
+    if not check.architectures or check.max_macs <= 0 or not 0.0 <= check.min_accuracy <= 1.0:
+        raise ValueError(f"metadata.prunekit.check {spec!r}: needs architectures, max_macs > 0, 0 <= min_accuracy <= 1")
+    return check
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's outcome for one task: the points follow ``passed``; ``report`` is what it measured."""
+
+    passed: bool
+    message: str
+    report: dict
+
+
+def judge(check: BudgetCheck, outbox: Path, box: Sandbox, timeout: float = 300.0,
+          memory_mb: int = 4096) -> Verdict | None:
+    """Measure the handed-in file in a fresh box and compare; None when nothing was handed in.
+
+    ``outbox`` is the grader's own copy (regular files only, see :mod:`prunekit.grade.runner`).
+    """
+    path = Path(outbox) / check.file
+    if path.is_symlink() or not path.is_file():
+        return None
+    report = run_check(box, check.module, {check.file: path}, check.argv(), timeout=timeout, memory_mb=memory_mb)
+    passed, message = check.verdict(report)
+    return Verdict(passed, message, report)
 
 
 # ---------------------------------------------------------------- a check: is it a plain pruned model?

@@ -5,11 +5,14 @@ can be read by the student's code while it runs (from the call stack, the line c
 transformer). Hence the rules, each of which a test checks on every solution notebook:
 
 1. every test cell gives its task points and **records** at least one value
-   (:func:`prunekit.grade.record`): recorded values are compared in the grader's own process;
+   (:func:`prunekit.grade.record`): recorded values are compared in the grader's own process --
+   or it has a **check** (``metadata.prunekit.check``, :mod:`prunekit.grade.checks`) and hands
+   its file in (``hand_in(...)``): the grader then measures the file itself;
 2. **no expected result is written in a hidden block**: no ``==`` / ``!=`` against a literal
    container, string or float, no ``abs(x - 0.4) < tol`` -- the value would sit in the kernel,
    ready to be lifted. Record the value instead, with a ``hint=`` for the feedback;
-3. the markers pair up (the exercise can be generated).
+3. the markers pair up (the exercise can be generated);
+4. every written answer graded by hand (nbgrader's ``solution`` + ``grade`` cells) has points.
 
 What the rules cannot check mechanically, and the variants in ``tests/grader_fixtures`` do:
 that every asserted property is also recorded (an answer graded with its asserts stripped
@@ -28,6 +31,7 @@ from typing import Any
 import nbformat
 
 from . import cells
+from .checks import check_of
 from .generate import make_exercise
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -99,12 +103,22 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     """Everything in a solution notebook that breaks the rules above (empty: all good)."""
     found = []
     for cell in nb.cells:
+        gid = cells.grade_id(cell)
+        if cells.is_manual(cell) and cells.points(cell) <= 0:
+            found.append(f"{gid}: give the written answer points")
         if cells.kind(cell) != "test":
             continue
-        gid = cells.grade_id(cell)
         if cells.points(cell) <= 0:
             found.append(f"{gid}: give the task points")
-        if "record(" not in cell.source:
+        try:
+            check = check_of(cell)
+        except ValueError as err:
+            found.append(f"{gid}: {err}")
+            continue
+        hands_in = "hand_in(" in cell.source and repr(check.file if check else "") in cell.source.replace('"', "'")
+        if check is not None and not hands_in:
+            found.append(f"{gid}: the check measures {check.file!r}: save it and hand it in (hand_in) in this cell")
+        if check is None and "record(" not in cell.source:
             found.append(f"{gid}: record at least one value the task computed")
         for where in hidden_answers(cell.source):
             found.append(f"{gid}: expected value written in a hidden test ({where}); record the value instead")

@@ -29,7 +29,7 @@ from .catalog import Exercise
 from .install import library_digest
 from .runner import GraderError, Limits
 
-FORMAT_VERSION = "2"  # 2: reseeded tests, installed-copy digest, runtime versions in the key
+FORMAT_VERSION = "3"  # 2: reseeded tests, installed-copy digest, runtime versions; 3: checks pass too
 
 
 def runtime_versions() -> str:
@@ -74,19 +74,22 @@ def load_or_compute(exercise: Exercise, limits: Limits, cache_dir: Path | None) 
 
 
 def compute(exercise: Exercise, limits: Limits) -> dict[str, list[dict]]:
-    """Run the solution; every one of its cells must pass, or the grader cannot work.
+    """Run the solution; every one of its cells must pass, and every check its file, or the
+    grader cannot work (a budget the instructor's own model misses would fail every student).
 
     The instructor's code is trusted, so it gets four times the time limits: a busy machine
     must not turn a slow reference run into a broken grader.
     """
     generous = replace(limits, cell_timeout=4 * limits.cell_timeout, total_timeout=4 * limits.total_timeout)
-    plan, runs = autograde.execute(exercise, exercise.notebook, generous)
+    plan, runs, verdicts = autograde.execute(exercise, exercise.notebook, generous)
     records: dict[str, list[dict]] = {}
-    for step, run in zip(plan, runs):
+    for index, (step, run) in enumerate(zip(plan, runs)):
         if step.kind == "skip":
             continue
-        if run.status != "ok":
-            problem = run.detail or f"{run.ename}: {run.evalue}"
+        problem = "" if run.status == "ok" else run.detail or f"{run.ename}: {run.evalue}"
+        if not problem and step.check is not None and not (index in verdicts and verdicts[index].passed):
+            problem = verdicts[index].message if index in verdicts else f"no {step.check.file} was handed in"
+        if problem:
             raise GraderError(
                 f"the instructor's solution {exercise.path} fails in cell {step.label!r}: {problem}; "
                 "fix the solution notebook (or raise the time/memory limits) before grading"
