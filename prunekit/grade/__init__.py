@@ -53,6 +53,23 @@ ints, bools and strings exactly, floats within the *solution's* ``rtol``/``atol`
 1e-4 / 1e-6). The expected values never enter the kernel, so they cannot be patched or read.
 Give every test cell at least one record of a value the task computes.
 
+Results the grader measures itself: checks
+------------------------------------------
+Some results are judged on a *file*, not a value: the design challenge (exercise 9) wants a
+pruned model under a MAC budget and above an accuracy target. Its test cell saves the model
+and calls ``hand_in("pruned.pt")`` (:mod:`.handin`); the cell's metadata names a check
+(``"prunekit": {"check": {...}}``, :mod:`.checks`). After the run the grader copies the file
+out of the box, measures it in a fresh box of its own (:mod:`.budget`: loaded with
+``weights_only=True``, rebuilt by prunekit's builder, refused if masked or re-shaped) and
+scores the task by that verdict alone.
+
+Written answers graded by hand
+------------------------------
+nbgrader's manually graded cells (``solution`` and ``grade``, e.g. a Markdown answer with the
+rubric between the solution markers) are never scored here: the result lists them with the
+student's text as *needs manual grading* (0 when left as released), apart from the automatic
+``score`` (:mod:`.autograde`, :mod:`.report`).
+
 Threat model, honestly: code in the kernel controls the kernel. It can make a test cell
 *look* green and forge a value it already knows, but it cannot produce a computed value it
 was never shown -- so hidden tests hold no expected values (:mod:`.contract`). Everything
