@@ -8,32 +8,42 @@ Three questions, one section each:
    with Spearman's rank correlation). :func:`prunekit.importance.oracle` measures it for one
    layer; :func:`rank_agreement` turns scores into Spearman / Kendall correlations.
 2. **Does the difference survive fine-tuning?** :func:`sweep` runs one experiment per
-   (criterion, ratio, seed), :func:`aggregate` reduces it to mean +- std, and
-   :func:`noise_floor_pp` says how small a difference the test set can resolve at all.
+   (criterion, ratio, seed) and :func:`aggregate` reduces it to the mean, the seed-to-seed
+   spread and the binomial standard error of the test set (:func:`binomial_se`). Criteria
+   are compared at equal *cost*, not equal ratio: :func:`plan_at_macs` finds, for any
+   criterion and scope, the plan that meets a MAC budget.
 3. **Is pruning better than training the small network directly?** Liu et al., "Rethinking
    the Value of Network Pruning" (ICLR 2019) found that the pruned *architecture*, trained
-   from scratch, often matches the fine-tuned pruned model: :func:`train_from_scratch`.
+   from scratch, often matches the fine-tuned pruned model: :func:`train_from_scratch`,
+   with the budgets :func:`scratch_b_epochs` computes.
 
-Plus :func:`pareto_front` (which models are not beaten on both accuracy and MACs) and the
-plots the notebooks draw. Every plot function returns its figure and labels its axes with units.
+Plus :func:`pareto_front` (which models are not beaten on both accuracy and MACs),
+:func:`scratch_b_epochs` (Liu et al.'s equal-compute budget) and the plots the notebooks
+draw. Every plot function returns its figure and labels its axes with units.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from .graph import build_graph
+from .importance import group_scores
+from .plan import EPS, Plan, allowed_removals, global_counts, local_counts, select_lowest
+
 __all__ = [
     "spearman", "kendall", "RankAgreement", "rank_agreement", "format_rank_table",
-    "sweep", "aggregate", "format_table", "noise_floor_pp", "pareto_front",
-    "reinitialize", "train_from_scratch",
+    "sweep", "aggregate", "format_table", "binomial_se", "resolution_pp", "plan_at_macs",
+    "pareto_front", "reinitialize", "train_from_scratch", "scratch_b_epochs",
     "plot_rank_scatter", "plot_ratio_sweep", "plot_pareto", "plot_latency",
 ]
 
@@ -137,17 +147,26 @@ def sweep(run: Callable[..., Mapping[str, float]], criteria: Iterable[str], rati
     return records
 
 
-def aggregate(records: Sequence[Mapping], value: str, by: Sequence[str] = ("criterion", "ratio")) -> list[dict]:
-    """Mean, sample standard deviation and count of ``value`` per group of ``by`` keys
-    (groups in first-seen order). With one seed the std is 0.0: a single run shows no spread,
-    which does NOT mean there is none."""
+def aggregate(records: Sequence[Mapping], value: str, by: Sequence[str] = ("criterion", "ratio"),
+              n_test: int | None = None) -> list[dict]:
+    """Mean, sample standard deviation (the seed-to-seed spread), min, max and count of
+    ``value`` per group of ``by`` keys (groups in first-seen order). With one seed the std is
+    0.0: a single run shows no spread, which does NOT mean there is none.
+
+    With ``n_test`` (and ``value`` an accuracy) each row also gets ``"se"``, the binomial
+    standard error of an accuracy at the mean measured on ``n_test`` images
+    (:func:`binomial_se`): the other source of noise, which more seeds do not reduce."""
     groups: dict[tuple, list[float]] = {}
     for r in records:
         groups.setdefault(tuple(r[k] for k in by), []).append(float(r[value]))
     out = []
     for key, vals in groups.items():
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        out.append({**dict(zip(by, key)), "mean": statistics.fmean(vals), "std": std, "n": len(vals)})
+        row = {**dict(zip(by, key)), "mean": statistics.fmean(vals), "std": std,
+               "min": min(vals), "max": max(vals), "n": len(vals)}
+        if n_test is not None:
+            row["se"] = binomial_se(row["mean"], n_test)
+        out.append(row)
     return out
 
 
@@ -166,13 +185,82 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str], formats: Mappi
     return "\n".join(lines)
 
 
-def noise_floor_pp(n_test: int) -> float:
-    """One test image, in percentage points of accuracy: the smallest difference a test set of
-    ``n_test`` images can show at all (1,000 images -> 0.1 pt). Real noise is larger: the
-    binomial standard error of an accuracy p is sqrt(p(1-p)/n) (p = 0.97, n = 1000: 0.54 pt)."""
+def binomial_se(accuracy: float, n_test: int) -> float:
+    """Standard error of an accuracy measured on ``n_test`` independent test images:
+    ``sqrt(p (1 - p) / n)``. Each image is a coin that lands "correct" with probability ``p``,
+    so another test set of the same size would give an accuracy about this far away
+    (p = 0.95, n = 1000: 0.0069, i.e. 0.7 percentage points; two SE either side is a ~95%
+    interval). This is noise in the *measurement*; retraining with another seed adds its own."""
+    if n_test <= 0:
+        raise ValueError(f"n_test must be positive, got {n_test}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy}")
+    return math.sqrt(accuracy * (1.0 - accuracy) / n_test)
+
+
+def resolution_pp(n_test: int) -> float:
+    """One test image in percentage points (1,000 images -> 0.1 pt): the *resolution* of the
+    test set -- the smallest step an accuracy can take. Not its noise: that is
+    :func:`binomial_se`, several times larger."""
     if n_test <= 0:
         raise ValueError(f"n_test must be positive, got {n_test}")
     return 100.0 / n_test
+
+
+# ----------------------------------------------------------------------------- equal cost
+def plan_at_macs(model: nn.Module, example_inputs: Tensor, macs_fraction: float,
+                 importance: str | Callable = "l1", scope: str = "local", *, data: Any = None,
+                 batches: int = 4, seed: int = 0, normalise: bool = True,
+                 max_ratio: float = 0.9, loss_fn: Callable | None = None):
+    """The plan that keeps at most ``macs_fraction`` of the model's MACs, removing as few
+    channels as it can: the ratio is found by bisection, the scores computed once.
+
+    Why: criteria must be compared at equal *cost*. At one local ratio every criterion keeps
+    the same widths, but a global ranking (or an iterative schedule) puts the cuts elsewhere,
+    and channels of early, high-resolution layers cost far more MACs than late ones: "50% of
+    the channels" can mean 25% or 40% of the MACs. Arguments as :func:`prunekit.prune`
+    (``scope`` ``"local"``: one ratio for every group; ``"global"``: one ranking, normalised
+    by each group's mean unless ``normalise=False``). Returns a :class:`prunekit.plan.Plan`;
+    ``plan.settings["ratio"]`` is the ratio found, ``plan.apply()`` cuts.
+    """
+    if not 0 < macs_fraction <= 1:
+        raise ValueError(f"macs_fraction={macs_fraction!r} must be in (0, 1]: the share of MACs to keep")
+    if scope not in ("local", "global"):
+        raise ValueError(f"scope={scope!r}: use 'local' or 'global'")
+    graph = build_graph(model, example_inputs)
+    groups = graph.prunable_groups()
+    scores = group_scores(model, graph, groups, importance, data, batches, loss_fn, seed)
+
+    def removed_at(ratio: float) -> dict[int, Tensor]:
+        if scope == "local":
+            counts = local_counts(groups, {g.index: ratio for g in groups}, max_ratio, 1)
+        else:
+            counts = global_counts(groups, scores, ratio, max_ratio, 1, normalise)
+        return {g.index: select_lowest(scores[g.index], counts[g.index], g.blocks, g.block_of)
+                for g in groups if counts[g.index]}
+
+    budget = macs_fraction * graph.count_macs()
+    lo, hi = 0.0, _largest_feasible_ratio(groups, max_ratio, scope)
+    if graph.count_macs(removed_at(hi)) > budget:
+        raise ValueError(f"cannot reach {macs_fraction:.1%} of the MACs with max_ratio={max_ratio}: "
+                         f"the most it removes leaves {graph.count_macs(removed_at(hi)) / graph.count_macs():.1%}")
+    for _ in range(40):      # MACs fall monotonically with the ratio; find the smallest that fits
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if graph.count_macs(removed_at(mid)) <= budget else (mid, hi)
+    removed = removed_at(hi)
+    settings = dict(ratio=hi, importance=importance if isinstance(importance, str) else
+                    getattr(importance, "__name__", "callable"), scope=scope, normalise=normalise,
+                    max_ratio=max_ratio, macs_fraction=macs_fraction)
+    return Plan(model, graph, removed, scores, settings)
+
+
+def _largest_feasible_ratio(groups: Sequence, max_ratio: float, scope: str) -> float:
+    """The largest ratio the caps allow: every group at its largest allowed removal count."""
+    if scope == "local":
+        return max_ratio
+    total = sum(g.size for g in groups)
+    caps = [max(allowed_removals(g.size, g.blocks, 1, math.floor(max_ratio * g.size + EPS))) for g in groups]
+    return sum(caps) / total
 
 
 def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[int]:
@@ -211,16 +299,31 @@ def train_from_scratch(pruned: nn.Module, train_loader, epochs: int, seed: int =
                        progress: bool = False) -> nn.Module:
     """Liu et al. (ICLR 2019): train the pruned architecture from random weights.
 
-    Their finding (CIFAR-10 and ImageNet, with the same training budget as the big model):
-    scratch-trained pruned architectures match or beat fine-tuned ones for structured pruning,
-    so the *architecture* is what pruning contributes. With a tiny budget, as in a notebook,
-    the inherited weights usually still win -- compare at equal epochs and say so.
+    Their finding (CIFAR-10 and ImageNet, with the dense model's training recipe): for
+    structured pruning, scratch-trained pruned architectures match or beat fine-tuned ones.
+    They draw two different conclusions. For a *predefined* architecture ("remove 50% of every
+    layer") pruning found nothing -- the small network could have been trained directly. For
+    an architecture an *automatic* method chose (a global ranking, network slimming), pruning
+    acted as architecture search, and that architecture is what it contributes -- if it beats
+    a uniform one of the same cost, trained the same way. Budgets: "Scratch-E" trains as many
+    epochs as the dense model had, "Scratch-B" as much compute (:func:`scratch_b_epochs`).
     """
     from .train import train  # local import: compare is usable without the training stack
 
     model = reinitialize(pruned, seed)
     train(model, train_loader, epochs=epochs, lr=lr, seed=seed, progress=progress)
     return model
+
+
+def scratch_b_epochs(epochs: int, dense_macs: float, pruned_macs: float, max_factor: float = 2.0) -> int:
+    """Epochs for "Scratch-B" (Liu et al., ICLR 2019): the pruned network trained from scratch
+    with the *same compute* as the dense one got -- ``epochs * dense_macs / pruned_macs``,
+    rounded -- but at most ``max_factor`` times the epochs, as the paper does when the pruned
+    model saves more than 2x FLOPs. "Scratch-E" is the same number of epochs, ``epochs``."""
+    if epochs < 0 or dense_macs <= 0 or pruned_macs <= 0 or max_factor < 1:
+        raise ValueError(f"need epochs >= 0, positive MACs and max_factor >= 1; got {epochs}, "
+                         f"{dense_macs}, {pruned_macs}, {max_factor}")
+    return int(round(epochs * min(dense_macs / pruned_macs, max_factor)))
 
 
 # ----------------------------------------------------------------------------- plots
@@ -267,18 +370,27 @@ def plot_rank_scatter(scores: Mapping[str, ArrayLike], oracle: ArrayLike, title:
 
 
 def plot_ratio_sweep(summary: Sequence[Mapping], title: str = "Accuracy after pruning",
-                     ylabel: str = "test accuracy (%)", scale: float = 100.0, floor_pp: float | None = None):
-    """Mean +- std (error bars) of each criterion against the pruning ratio, from
-    :func:`aggregate` rows. ``floor_pp`` draws the test set's resolution as a band."""
+                     ylabel: str = "test accuracy (%)", scale: float = 100.0, x_key: str = "ratio",
+                     xlabel: str = "channels removed per layer (%)", x_scale: float = 100.0,
+                     group_key: str = "criterion"):
+    """Mean of each criterion (``group_key``) against ``x_key`` (the ratio, or the share of
+    MACs kept), from :func:`aggregate` rows. Two error bars per point: the thick one is the
+    seed-to-seed standard deviation, the thin, wider one +-1 binomial standard error of the
+    test set (when the rows carry ``"se"``, see :func:`aggregate`)."""
     fig, ax = _new_axes()
-    criteria = list(dict.fromkeys(r["criterion"] for r in summary))
-    for i, crit in enumerate(criteria):
-        rows = [r for r in summary if r["criterion"] == crit]
-        x = np.array([r["ratio"] for r in rows]) * 100 + (i - (len(criteria) - 1) / 2) * 0.6
-        ax.errorbar(x, [r["mean"] * scale for r in rows], yerr=[r["std"] * scale for r in rows],
-                    marker="o", capsize=3, label=crit)
-    return _finish(fig, ax, "channels removed per layer (%)", ylabel,
-                   title + (f"  (1 test image = {floor_pp:.1f} pt)" if floor_pp else ""))
+    groups = list(dict.fromkeys(r[group_key] for r in summary))
+    xs = sorted({r[x_key] for r in summary})
+    step = (min(np.diff(xs)) if len(xs) > 1 else 0.1) * x_scale * 0.5 / max(len(groups), 1)
+    for i, name in enumerate(groups):
+        rows = [r for r in summary if r[group_key] == name]
+        x = np.array([r[x_key] for r in rows]) * x_scale + (i - (len(groups) - 1) / 2) * step
+        y = [r["mean"] * scale for r in rows]
+        line = ax.errorbar(x, y, yerr=[r["std"] * scale for r in rows], marker="o", capsize=3,
+                           elinewidth=2, label=name)
+        if all("se" in r for r in rows):
+            ax.errorbar(x, y, yerr=[r["se"] * scale for r in rows], fmt="none", capsize=6,
+                        elinewidth=0.8, alpha=0.5, color=line[0].get_color())
+    return _finish(fig, ax, xlabel, ylabel, title)
 
 
 def plot_pareto(points: Sequence[Mapping], title: str = "Accuracy vs compute",

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import prunekit
 from engine_nets import TinyConvNet
 from prunekit import compare
 
@@ -63,14 +64,106 @@ def test_sweep_and_aggregate_exact():
     assert compare.aggregate(records[:1], "accuracy")[0]["std"] == 0.0
 
 
-def test_noise_floor_and_pareto_front():
-    assert compare.noise_floor_pp(1000) == pytest.approx(0.1)
-    with pytest.raises(ValueError):
-        compare.noise_floor_pp(0)
+def test_binomial_se_resolution_and_pareto_front():
+    # the numbers: 95% on 1,000 images -> SE 0.69 pt, while one image is only 0.1 pt
+    assert compare.binomial_se(0.95, 1000) == pytest.approx(0.006892, abs=1e-6)
+    assert compare.binomial_se(1.0, 1000) == 0.0 and compare.binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert compare.resolution_pp(1000) == pytest.approx(0.1)
+    for bad in [lambda: compare.resolution_pp(0), lambda: compare.binomial_se(0.9, 0),
+                lambda: compare.binomial_se(95.0, 1000)]:
+        with pytest.raises(ValueError):
+            bad()
     costs = [10, 5, 7, 5, 1]
     accs = [0.99, 0.90, 0.89, 0.95, 0.50]
     # (5, 0.90) is beaten by (5, 0.95); (7, 0.89) by (5, 0.95)
     assert compare.pareto_front(costs, accs) == [4, 3, 0]
+
+
+def test_aggregate_reports_seed_spread_and_binomial_se():
+    records = [{"criterion": "l1", "ratio": 0.5, "seed": s, "accuracy": a} for s, a in enumerate([0.80, 0.84, 0.82])]
+    row = compare.aggregate(records, "accuracy", n_test=1000)[0]
+    assert (row["min"], row["max"], row["n"]) == (0.80, 0.84, 3)
+    assert row["std"] == pytest.approx(0.02) and row["se"] == pytest.approx((0.82 * 0.18 / 1000) ** 0.5)
+    assert "se" not in compare.aggregate(records, "accuracy")[0]
+
+
+def test_scratch_b_epochs_matches_compute_and_is_capped():
+    assert compare.scratch_b_epochs(10, 4e6, 4e6) == 10                    # nothing pruned: Scratch-E
+    assert compare.scratch_b_epochs(10, 4e6, 2.5e6) == 16                  # 1.6x cheaper -> 1.6x epochs
+    assert compare.scratch_b_epochs(10, 4e6, 1e6) == 20                    # 4x cheaper, capped at 2x
+    assert compare.scratch_b_epochs(10, 4e6, 1e6, max_factor=4) == 40
+    with pytest.raises(ValueError):
+        compare.scratch_b_epochs(10, 4e6, 0)
+
+
+# ----------------------------------------------------------------------------- equal MACs
+@pytest.fixture(scope="module")
+def vgg():
+    from prunekit.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("vgg_small").eval(), torch.zeros(1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("importance,scope", [("l1", "local"), ("l1", "global"), ("fpgm", "global"),
+                                              ("random", "global")])
+def test_plan_at_macs_meets_the_budget_as_closely_as_a_channel_allows(vgg, importance, scope):
+    from prunekit.metrics import count_macs
+
+    model, x = vgg
+    dense = count_macs(model, x)
+    plan = compare.plan_at_macs(model, x, 0.3, importance, scope)
+    pruned = plan.apply().model
+    macs = count_macs(pruned, x)
+    assert macs <= 0.3 * dense                                   # within the budget ...
+    # ... and minimal: one channel fewer removed (a slightly smaller ratio) breaks it
+    ratio = plan.settings["ratio"]
+    looser = prunekit.plan(model, x, ratio=ratio - 1e-3 if scope == "local" else ratio - 1 / 352,
+                           importance=importance, scope=scope)
+    assert looser.graph.count_macs(looser.removed) > 0.3 * dense
+    assert plan.settings["macs_fraction"] == 0.3 and plan.settings["scope"] == scope
+
+
+def test_plan_at_macs_local_equals_prune_at_the_found_ratio(vgg):
+    model, x = vgg
+    plan = compare.plan_at_macs(model, x, 0.25, "l1", "local")
+    direct = prunekit.plan(model, x, ratio=plan.settings["ratio"], importance="l1")
+    assert {k: v.tolist() for k, v in plan.removed.items()} == {k: v.tolist() for k, v in direct.removed.items()}
+
+
+def test_plan_at_macs_global_differs_from_local_but_costs_the_same(vgg):
+    from prunekit.metrics import count_macs
+
+    model, x = vgg
+    local = compare.plan_at_macs(model, x, 0.25, "l1", "local").apply().model
+    glob = compare.plan_at_macs(model, x, 0.25, "l1", "global").apply().model
+    widths = [[m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)] for net in (local, glob)]
+    assert widths[0] != widths[1]
+    dense = count_macs(model, x)
+    assert abs(count_macs(local, x) - count_macs(glob, x)) < 0.01 * dense
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "mobilenetv2_small"])
+def test_plan_at_macs_across_residual_adds_and_depthwise_convs(arch):
+    from prunekit.metrics import count_macs
+    from prunekit.models import build_model
+
+    torch.manual_seed(0)
+    model, x = build_model(arch).eval(), torch.zeros(1, 1, 28, 28)
+    dense = count_macs(model, x)
+    for scope in ("local", "global"):
+        pruned = compare.plan_at_macs(model, x, 0.3, "l1", scope).apply().model
+        assert 0.28 * dense <= count_macs(pruned, x) <= 0.3 * dense, scope
+
+
+def test_plan_at_macs_refuses_impossible_budgets(vgg):
+    model, x = vgg
+    with pytest.raises(ValueError, match="must be in"):
+        compare.plan_at_macs(model, x, 0.0)
+    with pytest.raises(ValueError, match="cannot reach"):
+        compare.plan_at_macs(model, x, 0.001, "l1", "local")
+    with pytest.raises(ValueError, match="scope"):
+        compare.plan_at_macs(model, x, 0.5, "l1", "sideways")
 
 
 def test_reinitialize_keeps_architecture_and_forgets_weights():
@@ -103,7 +196,7 @@ def test_plots_have_titles_and_labelled_axes():
         compare.plot_rank_scatter({"a": oracle, "b": -oracle}, oracle),
         compare.plot_ratio_sweep(compare.aggregate(
             compare.sweep(lambda criterion, ratio, seed: {"accuracy": 0.9}, ["l1"], [0.3, 0.5], [0, 1]),
-            "accuracy"), floor_pp=0.1),
+            "accuracy", n_test=1000)),
         compare.plot_pareto([{"macs": 2e6, "accuracy": 0.9, "label": "x"},
                              {"macs": 1e6, "accuracy": 0.95, "label": "y"}]),
         compare.plot_latency([{"label": "50%", "macs_ratio": 3.9, "latency_ratio": 2.6}]),
