@@ -60,11 +60,13 @@ def checkpoint_for(dataset: str, architecture: str) -> str | None:
     return None
 
 
-def load_setup(dataset: str, architecture: str, train_epochs: int = 10) -> Setup:
+def load_setup(dataset: str, architecture: str, train_epochs: int = 10,
+               device: str | torch.device = "cpu") -> Setup:
     """The shipped checkpoint of ``architecture`` on ``dataset`` (:func:`checkpoint_for`), or,
     where none is shipped, the architecture trained here (seed 0) for ``train_epochs`` epochs
-    with the default recipe (lr 0.05, weight decay 5e-4, no shifts). The splits are always the
-    zoo's (seed 0): another seed would put the checkpoint's training images in the test set."""
+    with the default recipe (lr 0.05, weight decay 5e-4, no shifts), on ``device``. The splits
+    are always the zoo's (seed 0): another seed would put the checkpoint's training images in
+    the test set. Every run copies the dense model, so every run works on ``device``."""
     seed = 0
     loaders = make_loaders(dataset, batch_size=BATCH, seed=seed)
     name = checkpoint_for(dataset, architecture)
@@ -72,11 +74,11 @@ def load_setup(dataset: str, architecture: str, train_epochs: int = 10) -> Setup
     recipe = {"lr": info.get("lr", 0.05), "weight_decay": info.get("weight_decay", 5e-4),
               "max_shift": info.get("max_shift", 0)}
     if name:
-        dense, epochs = load_pretrained(name), info["epochs"]
+        dense, epochs = load_pretrained(name).to(device), info["epochs"]
     else:
         spec = loaders.spec
         set_seed(seed)
-        dense = build_model(architecture, spec.in_channels, spec.num_classes, spec.image_size)
+        dense = build_model(architecture, spec.in_channels, spec.num_classes, spec.image_size).to(device)
         train(dense, loaders.train, epochs=train_epochs, lr=recipe["lr"], seed=seed,
               progress=False, weight_decay=recipe["weight_decay"])
         epochs = train_epochs
