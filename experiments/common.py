@@ -212,3 +212,18 @@ def read_results(name: str, folder: Path | None = None) -> dict:
         raise FileNotFoundError(f"{path} is missing: run `python -m experiments.{name}` from the "
                                 "repository root to compute it")
     return json.loads(path.read_text())
+
+
+def script_main(name: str, run: Callable[[dict, Path | None], dict], config: dict, tiny: dict,
+                argv: list[str] | None, description: str) -> int:
+    """The command line every experiment shares: ``--tiny`` runs only ``tiny``, ``--out``
+    chooses the folder of ``<name>.json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
+    parser.add_argument("--tiny", action="store_true", help="only the runs of TINY (seed 0)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder for {name}.json")
+    args = parser.parse_args(argv)
+    results = run(tiny if args.tiny else config, args.out)
+    print(f"{len(results['records'])} runs in {results['seconds']:.0f} s -> {args.out / (name + '.json')}")
+    return 0

@@ -26,7 +26,6 @@ architecture.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from prunekit.metrics import count_macs, count_params
 from prunekit.train import train
 
 from .common import (RESULTS_DIR, Setup, augment, conv_widths, correct, load_setup, recalibrate,
-                     repair, run_all, seeded_batches, training_macs, write_results)
+                     repair, run_all, script_main, seeded_batches, training_macs, write_results)
 
 NAME = "recovery"
 
@@ -149,14 +148,7 @@ def run(config: dict, out: Path | None = RESULTS_DIR, setup: Setup | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.recovery",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="only the runs of TINY (seed 0)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for recovery.json")
-    args = parser.parse_args(argv)
-    results = run(TINY if args.tiny else CONFIG, args.out)
-    print(f"{len(results['records'])} runs in {results['seconds']:.0f} s -> {args.out / (NAME + '.json')}")
-    return 0
+    return script_main(NAME, run, CONFIG, TINY, argv, __doc__.split("\n")[0])
 
 
 if __name__ == "__main__":
