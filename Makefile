@@ -41,7 +41,7 @@ test: venv e2e-deps sandbox-deps
 	$(VENV)/bin/ruff check .
 	$(PYTEST) tests
 	$(NBGRADER_ENV) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
-	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+	PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
 
 ## Static checks only (the rule set is in pyproject.toml, [tool.ruff]).
 lint: venv
@@ -51,7 +51,7 @@ test-unit: venv
 	$(PYTEST) tests -m "not e2e"
 
 test-notebooks: venv
-	$(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+	PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
 
 test-e2e: venv e2e-deps
 	$(PYTEST) tests -m e2e

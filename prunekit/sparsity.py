@@ -167,7 +167,7 @@ def search_permutation(weight: Tensor, n: int = 2, m: int = 4, rounds: int = 200
     greedy search; Pool & Yu use smarter ones). Returns ``perm``: the new input channel ``i``
     is old channel ``perm[i]``, so ``weight[:, perm]`` is the permuted weight."""
     gen = torch.Generator().manual_seed(seed)
-    w = weight.detach().abs()
+    w = weight.detach().abs().cpu()          # a search of many tiny steps: the CPU suits it
     width = w.shape[1]
     perm = torch.arange(width)
     best = kept_magnitude(w, n, m)
