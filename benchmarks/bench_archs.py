@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # torchvision_models.p
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # prunekit from this checkout
 
 from prunekit.metrics import count_macs, count_params  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from torchvision_models import import_torchvision, torchvision_version  # noqa: E402
 
 RATIO = 0.3
@@ -626,17 +627,6 @@ Notes.
   layers cut: `len(result.removed)` (prunekit's Conv / BN / Linear layers that lost outputs).
 - Each (model, library) runs in a child process with a time budget and a memory limit; a
   timeout is "skipped", a crash is "crashed", an exception "error"."""
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def environment(threads: int, default_threads: bool, loads: list[float]) -> str:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # archs.py, when run a
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # prunekit from this checkout
 
 import archs  # noqa: E402
+from machine import cpu_name  # noqa: E402
 import prunekit  # noqa: E402
 from prunekit import models as pk_models  # noqa: E402
 from prunekit.deploy import OnnxRuntimeModel, export_onnx, max_abs_error  # noqa: E402
@@ -166,21 +167,11 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(devices: list[torch.device], clock: str) -> str:
     names = []
     for d in devices:
         names.append(torch.cuda.get_device_name(d) + " (CUDA events)" if d.type == "cuda" else
-                     f"{_cpu_name()}, {os.cpu_count()} cores, 1 thread, {clock} clock")
+                     f"{cpu_name()}, {os.cpu_count()} cores, 1 thread, {clock} clock")
     try:
         import onnxruntime as ort
         ort_version = ort.__version__

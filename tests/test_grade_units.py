@@ -454,35 +454,41 @@ def test_nbgrader_accepts_the_metadata_and_makes_the_same_exercise(source):
     assert [c.source for c in ours.cells] == [c.source for c in theirs.cells]
 
 
-@pytest.fixture(scope="module")
-def nbgrader_course(tmp_path_factory):
-    """An nbgrader course with exercise 2, our solution as one student's work and the released
-    notebook (untouched) as another's; `make test` puts nbgrader's scripts on PATH."""
+def _nbgrader_course(tmp_path_factory, assignment: str, notebook: str, timeout: int):
+    """An nbgrader course with one of our exercises: our solution handed in by alice, the released
+    notebook (untouched) by bob, autograded and exported; `make test` puts nbgrader on PATH."""
     if os.environ.get("PRUNEKIT_REQUIRE_NBGRADER") != "1":
         pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
     if shutil.which("nbgrader") is None:
         pytest.fail("nbgrader's scripts are not on PATH: run through `make test` / `make nbgrader`")
-    course = tmp_path_factory.mktemp("course")
+    course = tmp_path_factory.mktemp(assignment)
     (course / "nbgrader_config.py").write_text(
         "c = get_config()\nc.CourseDirectory.course_id = 'prunekit'\n"
-        "c.CourseDirectory.db_assignments = [dict(name='ex02')]\n"
+        f"c.CourseDirectory.db_assignments = [dict(name='{assignment}')]\n"
         "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
-        "c.ExecutePreprocessor.timeout = 300\n")
-    (course / "source" / "ex02").mkdir(parents=True)
-    shutil.copy(REPO / "solutions" / "ex02_l1_norm.ipynb", course / "source" / "ex02")
+        f"c.ExecutePreprocessor.timeout = {timeout}\n")
+    (course / "source" / assignment).mkdir(parents=True)
+    shutil.copy(REPO / "solutions" / notebook, course / "source" / assignment)
 
     def nbgrader(*args):
-        done = subprocess.run(["nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(["nbgrader", *args], cwd=course, capture_output=True, text=True,
+                              timeout=2 * timeout)
         assert done.returncode == 0, done.stderr[-2000:]
 
-    nbgrader("generate_assignment", "ex02", "--force")
-    for student, source in (("alice", REPO / "solutions"), ("bob", course / "release")):
-        (course / "submitted" / student / "ex02").mkdir(parents=True)
-        path = source / "ex02_l1_norm.ipynb" if student == "alice" else source / "ex02" / "ex02_l1_norm.ipynb"
-        shutil.copy(path, course / "submitted" / student / "ex02" / "ex02_l1_norm.ipynb")
-    nbgrader("autograde", "ex02", "--force")
+    nbgrader("generate_assignment", assignment, "--force")
+    for student, path in (("alice", REPO / "solutions" / notebook),
+                          ("bob", course / "release" / assignment / notebook)):
+        (course / "submitted" / student / assignment).mkdir(parents=True)
+        shutil.copy(path, course / "submitted" / student / assignment / notebook)
+    nbgrader("autograde", assignment, "--force")
     nbgrader("export", "--to", "grades.csv")
     return course
+
+
+@pytest.fixture(scope="module")
+def nbgrader_course(tmp_path_factory):
+    """Exercise 2 in nbgrader."""
+    return _nbgrader_course(tmp_path_factory, "ex02", "ex02_l1_norm.ipynb", 300)
 
 
 def test_nbgrader_generate_assignment_releases_our_exercise(nbgrader_course):
@@ -500,31 +506,7 @@ def test_nbgrader_autograde_scores_our_solution_full_and_the_blank_notebook_zero
 @pytest.fixture(scope="module")
 def nbgrader_challenge(tmp_path_factory):
     """The design challenge (exercise 9) in nbgrader: its written answers are manually graded cells."""
-    if os.environ.get("PRUNEKIT_REQUIRE_NBGRADER") != "1":
-        pytest.importorskip("nbgrader", reason="nbgrader is not installed (optional)")
-    if shutil.which("nbgrader") is None:
-        pytest.fail("nbgrader's scripts are not on PATH: run through `make test` / `make nbgrader`")
-    course = tmp_path_factory.mktemp("challenge")
-    (course / "nbgrader_config.py").write_text(
-        "c = get_config()\nc.CourseDirectory.course_id = 'prunekit'\n"
-        "c.CourseDirectory.db_assignments = [dict(name='ex09')]\n"
-        "c.CourseDirectory.db_students = [dict(id='alice'), dict(id='bob')]\n"
-        "c.ExecutePreprocessor.timeout = 600\n")
-    (course / "source" / "ex09").mkdir(parents=True)
-    shutil.copy(REPO / "solutions" / "ex09_design_challenge.ipynb", course / "source" / "ex09")
-
-    def nbgrader(*args):
-        done = subprocess.run(["nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    nbgrader("generate_assignment", "ex09", "--force")
-    for student, path in (("alice", REPO / "solutions" / "ex09_design_challenge.ipynb"),
-                          ("bob", course / "release" / "ex09" / "ex09_design_challenge.ipynb")):
-        (course / "submitted" / student / "ex09").mkdir(parents=True)
-        shutil.copy(path, course / "submitted" / student / "ex09" / "ex09_design_challenge.ipynb")
-    nbgrader("autograde", "ex09", "--force")
-    nbgrader("export", "--to", "grades.csv")
-    return course
+    return _nbgrader_course(tmp_path_factory, "ex09", "ex09_design_challenge.ipynb", 600)
 
 
 def test_nbgrader_leaves_the_written_answers_to_a_person(nbgrader_challenge):
