@@ -310,7 +310,13 @@ def reference_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
 def _setup(root: Path, cache: Path) -> dict:
+    """A grading folder (solutions in a git repository, exercises, out/, submissions/) and a
+    listener for the network attack, open until :func:`_grade` is done."""
     solutions = tiny.write_solutions(root / "solutions")
     generate(solutions, root / "exercises")
     subprocess.run(["git", "init", "-q", str(root)], check=True)  # "through git" needs a repository
@@ -320,17 +326,28 @@ def _setup(root: Path, cache: Path) -> dict:
     out, subs = root / "out", root / "submissions"
     out.mkdir()
     subs.mkdir()
+    listener = _Listener()
     return {"root": root, "solutions": solutions, "sol_file": solutions / "ex90_tiny.ipynb", "out": out,
-            "subs": subs, "cache": cache, "host_ips": _host_ips()}
+            "subs": subs, "cache": cache, "host_ips": _host_ips(), "listener": listener, "port": listener.port}
+
+
+def _write_submissions(ctx, submissions: dict[str, object]) -> None:
+    for name, nb in submissions.items():
+        (ctx["subs"] / f"{name}.ipynb").write_text(nb if isinstance(nb, str) else nbformat.writes(nb))
 
 
 def _grade(ctx, *extra: str) -> subprocess.CompletedProcess:
+    """Grade the submissions folder with the CLI; the listener closes when the run ends, so
+    every connection it counted came from this run."""
     out = ctx["out"]
     cmd = [sys.executable, "-m", "prunekit.grade", str(ctx["subs"]), "--solutions", str(ctx["solutions"]),
            "--gradebook", str(out / "grades.csv"), "--feedback", str(out / "feedback"), "--json", str(out / "all.json"),
            "--cell-timeout", str(CELL_TIMEOUT), "--memory-mb", str(MEMORY_MB), "--cache-dir", str(ctx["cache"]), *extra]
-    return subprocess.run(cmd, cwd=ctx["root"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        return subprocess.run(cmd, cwd=ctx["root"], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        ctx["listener"].close()
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -340,12 +357,9 @@ def _digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, reference_cache):
     ctx = _setup(tmp_path_factory.mktemp("grading"), reference_cache)
-    listener = _Listener()
-    ctx["port"] = listener.port
-    read = lambda p: nbformat.read(p, as_version=4)  # noqa: E731
-    for name, nb in _submissions(ctx, read(ctx["sol_file"]), read(ctx["root"] / "exercises" / "ex90_tiny.ipynb"),
-                                 read(ctx["root"] / "exercises" / "ex91_other.ipynb")).items():
-        (ctx["subs"] / f"{name}.ipynb").write_text(nb if isinstance(nb, str) else nbformat.writes(nb))
+    exercises = ctx["root"] / "exercises"
+    _write_submissions(ctx, _submissions(ctx, _read(ctx["sol_file"]), _read(exercises / "ex90_tiny.ipynb"),
+                                         _read(exercises / "ex91_other.ipynb")))
     before = hashlib.sha256(ctx["sol_file"].read_bytes()).hexdigest()
     refs = subprocess.run([sys.executable, "-m", "prunekit.grade.reference", "--solutions", str(ctx["solutions"]),
                            "--cache-dir", str(ctx["cache"]), "--sandbox", "bwrap"], capture_output=True, text=True,
@@ -353,15 +367,15 @@ def graded(tmp_path_factory, reference_cache):
     assert refs.returncode == 0, refs.stderr
     cached = _digests(ctx["cache"])
     done = _grade(ctx, "-j", "3", "--sandbox", "bwrap")
-    listener.close()
     assert done.returncode == 0, done.stderr
     results = json.loads((ctx["out"] / "all.json").read_text())
     rows = {r["submission"]: r for r in csv.DictReader(open(ctx["out"] / "grades.csv"))}
     survivors = [p.pid for p in psutil.process_iter(["cmdline"]) if MARK in (p.info["cmdline"] or [])]
     for pid in survivors:  # never leave one behind, even when the test fails
         psutil.Process(pid).kill()
-    return dict(ctx, results=results, rows=rows, before=before, stdout=done.stdout, connections=listener.connections,
-                cached=cached, cached_after=_digests(ctx["cache"]), survivors=survivors)
+    return dict(ctx, results=results, rows=rows, before=before, stdout=done.stdout,
+                connections=ctx["listener"].connections, cached=cached, cached_after=_digests(ctx["cache"]),
+                survivors=survivors)
 
 
 def _tasks(graded, name) -> dict[str, dict]:
@@ -524,19 +538,14 @@ def test_gradebook_and_feedback_cover_every_submission(graded):
 @pytest.fixture(scope="module")
 def unboxed(tmp_path_factory, reference_cache):
     ctx = _setup(tmp_path_factory.mktemp("unboxed"), reference_cache)
-    listener = _Listener()
-    ctx["port"] = listener.port
-    read = lambda p: nbformat.read(p, as_version=4)  # noqa: E731
-    exercise = read(ctx["root"] / "exercises" / "ex90_tiny.ipynb")
-    subs = {"read_solutions": tiny.with_solutions(exercise, {"tiny-double": _read_solutions(ctx), "tiny-l1": "pass",
-                                                             "tiny-answer": "pass"}),
-            "network": tiny.with_solutions(read(ctx["sol_file"]), {"tiny-answer": _network(ctx)})}
-    for name, nb in subs.items():
-        (ctx["subs"] / f"{name}.ipynb").write_text(nbformat.writes(nb))
+    exercise = _read(ctx["root"] / "exercises" / "ex90_tiny.ipynb")
+    _write_submissions(ctx, {
+        "read_solutions": tiny.with_solutions(exercise, {"tiny-double": _read_solutions(ctx), "tiny-l1": "pass",
+                                                         "tiny-answer": "pass"}),
+        "network": tiny.with_solutions(_read(ctx["sol_file"]), {"tiny-answer": _network(ctx)})})
     done = _grade(ctx, "-j", "2", "--sandbox", "none")
-    listener.close()
     assert done.returncode == 0, done.stderr
-    return dict(ctx, results=json.loads((ctx["out"] / "all.json").read_text()), connections=listener.connections)
+    return dict(ctx, results=json.loads((ctx["out"] / "all.json").read_text()), connections=ctx["listener"].connections)
 
 
 def test_without_the_sandbox_the_same_attacks_succeed(unboxed):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import report
 from .batch import grade_paths, resolve_limits
-from .catalog import default_solutions_dir, load_catalog
+from .catalog import default_cache_dir, default_solutions_dir, load_catalog
 from .runner import Limits
 from .sandbox import MODES, SandboxUnavailable
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    cache = args.cache_dir or Path(solutions).resolve().parent / ".cache" / "prunekit-grade"
+    cache = args.cache_dir or default_cache_dir(solutions)
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb)
     try:
         limits = resolve_limits(limits, args.sandbox, cache)

@@ -211,9 +211,14 @@ def execute(exercise: Exercise, submission: nbformat.NotebookNode, limits: Limit
     ``outbox``: the grader's folder for the handed-in files (default: a temporary one).
     """
     nb, steps, _ = assemble(exercise, submission)
+    return (steps, *_run_and_judge(nb, steps, limits, outbox))
+
+
+def _run_and_judge(nb: nbformat.NotebookNode, steps: list[Step], limits: Limits, outbox: Path | None
+                   ) -> tuple[list[CellRun], dict[int, Verdict]]:
     with _outbox(outbox, steps) as folder:
         runs = run_notebook(nb, limits, run_options(steps, folder))
-        return steps, runs, judge_checks(steps, folder, limits)
+        return runs, judge_checks(steps, folder, limits)
 
 
 @contextmanager
@@ -248,8 +253,8 @@ def grade(exercise: Exercise, submission: nbformat.NotebookNode, reference: dict
     (:func:`prunekit.grade.hand_in`), for checks that must run outside the kernel (default: a
     temporary folder when the exercise has checks).
     """
-    steps, runs, verdicts = execute(exercise, submission, limits, outbox)
-    notes = _notes(exercise, submission, _solution_sources(submission))
+    nb, steps, notes = assemble(exercise, submission)
+    runs, verdicts = _run_and_judge(nb, steps, limits, outbox)
     tasks = score(steps, runs, reference, verdicts)
     return GradeResult(exercise.name, sum(t.score for t in tasks), exercise.max_score, tasks, notes=notes,
                        manual=manual_answers(exercise, submission))

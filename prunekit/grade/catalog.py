@@ -48,6 +48,12 @@ def default_solutions_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "solutions"
 
 
+def default_cache_dir(solutions_dir: Path) -> Path:
+    """``<solutions>/../.cache/prunekit-grade``: the grader's own files (expected values, the
+    kernels' copy of prunekit), beside the solutions and never bound into a sandbox."""
+    return Path(solutions_dir).resolve().parent / ".cache" / "prunekit-grade"
+
+
 def load_exercise(path: Path) -> Exercise:
     data = Path(path).read_bytes()
     nb = nbformat.reads(data.decode("utf-8"), as_version=4)

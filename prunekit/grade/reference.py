@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .batch import resolve_limits
-    from .catalog import default_solutions_dir, load_catalog
+    from .catalog import default_cache_dir, default_solutions_dir, load_catalog
     from .sandbox import MODES, SandboxUnavailable
 
     p = argparse.ArgumentParser(prog="python -m prunekit.grade.reference", description=main.__doc__.split("\n")[0])
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-mb", type=int, default=4096)
     args = p.parse_args(argv)
     solutions = args.solutions or default_solutions_dir()
-    cache = args.cache_dir or Path(solutions).resolve().parent / ".cache" / "prunekit-grade"
+    cache = args.cache_dir or default_cache_dir(solutions)
     try:
         catalog = load_catalog(solutions)
         limits = resolve_limits(Limits(args.cell_timeout, args.total_timeout, args.memory_mb), args.sandbox, cache)

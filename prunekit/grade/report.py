@@ -28,7 +28,7 @@ def write_json(result: GradeResult | list[tuple[str, GradeResult]], path: Path) 
     else:
         content = {name: r.as_dict() for name, r in result}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(content, indent=2) + "\n")
     os.chmod(tmp, 0o644)

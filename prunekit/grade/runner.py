@@ -15,6 +15,7 @@ for the recorded values, which :mod:`prunekit.grade.autograde` compares in the g
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -98,14 +99,10 @@ class RunOptions:
     outbox: Path | None = None
 
 
-_DEFAULT_SANDBOX: list[Sandbox] = []
-
-
+@functools.cache
 def default_sandbox() -> Sandbox:
-    """``sandbox.resolve("auto")``, once per process."""
-    if not _DEFAULT_SANDBOX:
-        _DEFAULT_SANDBOX.append(sandbox.resolve("auto"))
-    return _DEFAULT_SANDBOX[0]
+    """``sandbox.resolve("auto")``, once per process: resolving starts a trial Python in the box."""
+    return sandbox.resolve("auto")
 
 
 def run_notebook(nb: nbformat.NotebookNode, limits: Limits | None = None,
