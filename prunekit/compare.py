@@ -239,11 +239,13 @@ def plan_at_macs(model: nn.Module, example_inputs: Tensor, macs_fraction: float,
         return {g.index: select_lowest(scores[g.index], counts[g.index], g.blocks, g.block_of)
                 for g in groups if counts[g.index]}
 
-    budget = macs_fraction * graph.count_macs()
+    dense = graph.count_macs()
+    budget = macs_fraction * dense
     lo, hi = 0.0, _largest_feasible_ratio(groups, max_ratio, scope)
-    if graph.count_macs(removed_at(hi)) > budget:
+    fewest = graph.count_macs(removed_at(hi))
+    if fewest > budget:
         raise ValueError(f"cannot reach {macs_fraction:.1%} of the MACs with max_ratio={max_ratio}: "
-                         f"the most it removes leaves {graph.count_macs(removed_at(hi)) / graph.count_macs():.1%}")
+                         f"the most it removes leaves {fewest / dense:.1%}")
     for _ in range(40):      # MACs fall monotonically with the ratio; find the smallest that fits
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if graph.count_macs(removed_at(mid)) <= budget else (mid, hi)

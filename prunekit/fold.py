@@ -40,6 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from .graph import trace
+from .surgery import replace_modules
 
 __all__ = ["fold_conv_bn", "foldable_pairs", "fold_batchnorm"]
 
@@ -100,11 +101,6 @@ def foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
     """``model`` (or a copy) with every foldable BatchNorm folded into its convolution and
     replaced by ``nn.Identity``; returned in eval mode, for inference only.
@@ -112,10 +108,9 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
     The folded model computes what ``model.eval()`` computes, to float rounding (the tests
     check 1e-5 on every model of the zoo, dense and pruned). BatchNorms that cannot be folded
     (see :func:`foldable_pairs`) stay. ``model`` itself is untouched unless ``inplace``."""
-    pairs = foldable_pairs(model)
-    target = model if inplace else copy.deepcopy(model)
-    for conv_name, bn_name in pairs:
-        folded = fold_conv_bn(target.get_submodule(conv_name), target.get_submodule(bn_name))
-        _swap(target, conv_name, folded)
-        _swap(target, bn_name, nn.Identity())
-    return target.eval()
+    new: dict[str, nn.Module] = {}
+    for conv_name, bn_name in foldable_pairs(model):
+        new[conv_name] = fold_conv_bn(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        new[bn_name] = nn.Identity()
+    # the same layer swap as pruning's: a copy that never copies the layers being replaced
+    return replace_modules(model, new, inplace).eval()

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from .importance import oracle
+from .graph import build_graph
+from .importance import group_oracle
 
 __all__ = ["heldout_batches", "fingerprint", "per_batch_oracle", "load_rows", "save_rows",
            "cached_oracle", "StaleCacheError"]
@@ -73,8 +74,11 @@ def fingerprint(model: nn.Module, layer: str, batches: Batches) -> str:
 
 def per_batch_oracle(model: nn.Module, layer: str, batches: Batches) -> Tensor:
     """``Tensor[len(batches), channels]``: the oracle of ``layer`` on each batch alone (their
-    mean over batches is the oracle on all of them)."""
-    return torch.stack([oracle(model, layer, [batch], batches=1) for batch in batches])
+    mean over batches is the oracle on all of them). What :func:`prunekit.importance.oracle`
+    computes batch by batch, with the model traced once for all of them."""
+    graph = build_graph(model, batches[0][0][:1])
+    group = graph.group_of(layer)
+    return torch.stack([group_oracle(model, graph, group, [batch], batches=1) for batch in batches])
 
 
 def load_rows(path: Path, key: str) -> Tensor | None:
