@@ -126,12 +126,11 @@ def cifar_loaders(folder: Path, batch_size: int, subset: int | None, md5: bool,
     error), normalised per channel; ``subset`` keeps the first N of each (smoke runs)."""
     (xtr, ytr), (xte, yte) = data.load_cifar10(folder, download=False,
                                                md5=data.CIFAR10_MD5 if md5 else None)
-    spec = data.SPECS["cifar10"]
-    mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
 
     def dataset(x, y):
         x, y = (x[:subset], y[:subset]) if subset else (x, y)
-        return TensorDataset((torch.from_numpy(x).float() / 255 - mean) / std, torch.from_numpy(y).long())
+        # the normalisation of prunekit's own CIFAR-10 splits
+        return TensorDataset(data._to_tensor(x, data.SPECS["cifar10"]), torch.from_numpy(y).long())
 
     train = DataLoader(dataset(xtr, ytr), batch_size=batch_size, shuffle=True, drop_last=True,
                        generator=torch.Generator().manual_seed(seed))

@@ -155,6 +155,12 @@ def conv_widths(model: nn.Module) -> list[int]:
     return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
 
 
+def even_shares(total: int, parts: int) -> list[int]:
+    """``total`` gradient steps shared out over ``parts`` rounds, as evenly as integers allow
+    (they sum to exactly ``total``): an iterative method gets the one-shot methods' budget."""
+    return [total * (i + 1) // parts - total * i // parts for i in range(parts)]
+
+
 def training_macs(model_macs: int, steps: int, teacher_macs: int = 0) -> int:
     """Compute of ``steps`` training steps: forward + backward ~ 3x the forward MACs per image
     (the usual estimate), plus a forward pass of the teacher when distilling."""
@@ -163,10 +169,10 @@ def training_macs(model_macs: int, steps: int, teacher_macs: int = 0) -> int:
 
 # ----------------------------------------------------------------------------- results files
 def run_all(name: str, config: dict, jobs: Sequence[dict], run_one: Callable[[dict], dict],
-            out: Path | None, threads: int = 1, log: Callable[[str], None] = print) -> dict:
-    """Run every job (a dict of keyword arguments) through ``run_one`` at a fixed thread count
-    and write ``{name}.json`` to ``out`` (default :data:`RESULTS_DIR`; ``None`` keeps it in
-    memory). Returns the results dict."""
+            threads: int = 1, log: Callable[[str], None] = print) -> dict:
+    """Run every job (a dict of keyword arguments) through ``run_one`` at a fixed thread count.
+    Returns the results dict; the caller adds what it knows only afterwards (the dense models'
+    numbers) and writes it with :func:`write_results`."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     start, records = time.perf_counter(), []
@@ -178,11 +184,8 @@ def run_all(name: str, config: dict, jobs: Sequence[dict], run_one: Callable[[di
                 f"({time.perf_counter() - t:.1f} s)")
     finally:
         torch.set_num_threads(saved)
-    results = {"experiment": name, "config": config, "records": records,
-               "seconds": round(time.perf_counter() - start, 1), **machine_facts(threads)}
-    if out is not None:
-        write_results(results, Path(out) / f"{name}.json")
-    return results
+    return {"experiment": name, "config": config, "records": records,
+            "seconds": round(time.perf_counter() - start, 1), **machine_facts(threads)}
 
 
 def machine_facts(threads: int) -> dict:

@@ -36,8 +36,8 @@ from prunekit.compare import plan_at_macs
 from prunekit.importance import needs_data
 from prunekit.metrics import count_macs, count_params
 
-from .common import (RESULTS_DIR, Setup, conv_widths, correct, load_setup, recalibrate, repair,
-                     run_all, script_main, seeded_batches, write_results)
+from .common import (RESULTS_DIR, Setup, conv_widths, correct, even_shares, load_setup, recalibrate,
+                     repair, run_all, script_main, seeded_batches, write_results)
 
 NAME = "criteria"
 
@@ -99,8 +99,7 @@ def iterative_taylor(setup: Setup, macs_kept: float, seed: int, config: dict):
     in MACs it would be 60%). The repair steps are shared out evenly over the rounds; fresh
     Taylor-BN batches every round."""
     rounds, model = config["iterative_steps"], setup.dense
-    steps = [config["repair_steps"] * (i + 1) // rounds - config["repair_steps"] * i // rounds
-             for i in range(rounds)]
+    steps = even_shares(config["repair_steps"], rounds)
     levels = iterative_levels(macs_kept, rounds)
     for i in range(1, rounds + 1):
         level, now = levels[i], count_macs(model, setup.example)
@@ -155,7 +154,7 @@ def run(config: dict, out: Path | None = RESULTS_DIR, setup: Setup | None = None
         return setups[dataset]
 
     results = run_all(NAME, config, jobs(config),
-                      lambda job: run_one(setup_for(job["dataset"]), config, **job), None, log=log)
+                      lambda job: run_one(setup_for(job["dataset"]), config, **job), log=log)
     results["dense"] = {d: {"correct": s.dense_eval.correct, "total": s.dense_eval.total,
                             "macs": s.dense_macs, "widths": conv_widths(s.dense), "model": s.model_name}
                         for d, s in setups.items()}

@@ -31,11 +31,13 @@ from pathlib import Path
 
 from prunekit import prune, prune_iteratively
 from prunekit.compare import plan_at_macs, reinitialize, scratch_b_epochs
+from prunekit.importance import needs_data
 from prunekit.metrics import count_macs, count_params
 from prunekit.train import train
 
-from .common import (RESULTS_DIR, Setup, augment, conv_widths, correct, load_setup, recalibrate,
-                     repair, run_all, script_main, seeded_batches, training_macs, write_results)
+from .common import (RESULTS_DIR, Setup, augment, conv_widths, correct, even_shares, load_setup,
+                     recalibrate, repair, run_all, script_main, seeded_batches, training_macs,
+                     write_results)
 
 NAME = "recovery"
 
@@ -69,14 +71,14 @@ def _found(setup: Setup, config: dict, seed: int):
     """The widths a global ranking chooses at the uniform cut's MACs."""
     criterion, scope = config["found_by"].split("/")
     budget = count_macs(_uniform(setup, config), setup.example) / setup.dense_macs
-    data = seeded_batches(setup, seed, config["taylor_batches"]) if criterion.startswith("taylor") else None
+    data = seeded_batches(setup, seed, config["taylor_batches"]) if needs_data(criterion) else None
     return plan_at_macs(setup.dense, setup.example, budget, criterion, scope, data=data,
                         batches=len(data) if data else 4, seed=seed).apply().model
 
 
 def _iterative(setup: Setup, config: dict, seed: int, schedule: str):
     rounds, budget = config["rounds"], config["budget_steps"]
-    shares = [budget * (i + 1) // rounds - budget * i // rounds for i in range(rounds)]
+    shares = even_shares(budget, rounds)
     done = []
 
     def fine_tune(model):
@@ -135,8 +137,7 @@ def run(config: dict, out: Path | None = RESULTS_DIR, setup: Setup | None = None
         log=print) -> dict:
     """Run every job of ``config``; write ``recovery.json`` to ``out`` unless it is None."""
     setup = setup or load_setup(config["dataset"], config["model"])
-    results = run_all(NAME, config, jobs(config), lambda job: run_one(setup, config, **job), None,
-                      log=log)
+    results = run_all(NAME, config, jobs(config), lambda job: run_one(setup, config, **job), log=log)
     results["dense"] = {"correct": setup.dense_eval.correct, "total": setup.dense_eval.total,
                         "macs": setup.dense_macs, "widths": conv_widths(setup.dense),
                         "epochs": setup.dense_epochs, "steps_per_epoch": setup.steps_per_epoch,
