@@ -17,6 +17,10 @@ NBGRADER_SITE := $(VENV)/nbgrader-site
 # that folder's bin/ on PATH and the folder itself on PYTHONPATH.
 NBGRADER_ENV := PATH="$(abspath $(NBGRADER_SITE))/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONPATH="$(abspath $(NBGRADER_SITE))"
 SANDBOX     ?= auto
+# Every notebook runs on one thread (THREADS = 1: bit-identical numbers), so nbval runs NB_WORKERS
+# notebooks at once, each whole notebook in one worker (its cells share one kernel).
+NB_WORKERS  ?= 2
+NBVAL       := PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax -p no:cacheprovider -n $(NB_WORKERS) --dist loadfile
 
 .PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e test-gpu e2e-deps sandbox-deps nbgrader exercises bench venv clean
 
@@ -41,7 +45,7 @@ test: venv e2e-deps sandbox-deps
 	$(VENV)/bin/ruff check .
 	$(PYTEST) tests
 	$(NBGRADER_ENV) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
-	PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+	$(NBVAL) notebooks solutions
 
 ## Static checks only (the rule set is in pyproject.toml, [tool.ruff]).
 lint: venv
@@ -51,7 +55,7 @@ test-unit: venv
 	$(PYTEST) tests -m "not e2e"
 
 test-notebooks: venv
-	PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax notebooks solutions -p no:cacheprovider
+	$(NBVAL) notebooks solutions
 
 test-e2e: venv e2e-deps
 	$(PYTEST) tests -m e2e
