@@ -26,7 +26,7 @@ NOTEBOOKS   := $(sort $(wildcard notebooks/*.ipynb solutions/*.ipynb))
 LPAREN      := (
 TIMING_CALLS := measure_latency|compare_latency|latency_samples|paired_comparison|summary\$(LPAREN)|benchmark\.Timer
 TIMED_NOTEBOOKS := $(shell grep -lE "$(TIMING_CALLS)" $(NOTEBOOKS))
-NBVAL       := PRUNEKIT_DEVICE=cpu $(PYTEST) --nbval-lax -p no:cacheprovider
+NBVAL       := PRUNEKIT_DEVICE=cpu PRUNEKIT_CLAIMS=strict $(PYTEST) --nbval-lax -p no:cacheprovider
 define run_notebooks
 	$(NBVAL) -n $(NB_WORKERS) --dist loadfile $(filter-out $(TIMED_NOTEBOOKS),$(NOTEBOOKS))
 	$(NBVAL) $(TIMED_NOTEBOOKS)
