@@ -58,6 +58,9 @@ class Verdict:
     holds: bool
     applies: bool        # False: this run is not the configuration the prose describes
 
+    def _ipython_display_(self) -> None:
+        """Shown as the last line of a cell, a verdict adds nothing: the claim printed its line."""
+
     def line(self) -> str:
         """The one line a student sees."""
         if not self.applies:

@@ -73,3 +73,8 @@ def test_a_band_must_be_given_once():
         Claims(mode="report").near("x", 1.0, 1.0)
     with pytest.raises(ValueError, match="PRUNEKIT_CLAIMS"):
         Claims(mode="loud")
+
+
+def test_a_verdict_left_as_a_cells_last_value_displays_nothing_more():
+    verdict = Claims(mode="report").above("x", 1.0, 0.0)
+    assert verdict._ipython_display_() is None and "x" in verdict.line()
