@@ -52,6 +52,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` (a throw-away identity for commits); return its output."""
+    done = subprocess.run(["git", "-C", str(root), "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", *args],
+                          check=True, capture_output=True, text=True)
+    return done.stdout
+
+
 def free_port() -> int:
     """Ask the OS for a free TCP port on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
