@@ -34,7 +34,11 @@ endef
 
 .PHONY: grade lab lab-reset lint test test-unit test-notebooks test-solutions test-e2e test-gpu e2e-deps sandbox-deps nbgrader exercises bench venv clean
 
-venv: $(VENV)/.installed
+# JupyterLab defaults for this venv only (never the user's ~/.jupyter): no news pop-up; widgets save
+# their state, so a notebook you ran and reopen shows its sliders as they were (not an error).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+venv: $(VENV)/.installed $(LAB_SETTINGS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,9 +54,8 @@ $(VENV)/.installed: pyproject.toml
 ## the first run and never overwritten, so running the course leaves the repository clean
 ## (prunekit/workcopy.py; README, "Your working copy"). LAB_PORT / LAB_ARGS go to `jupyter lab`.
 WORK        ?= work
-LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-lab: venv $(LAB_SETTINGS)
+lab: venv
 	$(PY) -m prunekit.workcopy sync --course . --work $(WORK)
 	$(VENV)/bin/jupyter lab --notebook-dir=$(WORK) --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
 	    $(LAB_ARGS) $(WORK)/notebooks/00_setup_and_tour.ipynb
@@ -62,7 +65,6 @@ lab: venv $(LAB_SETTINGS)
 lab-reset: venv
 	$(PY) -m prunekit.workcopy reset --course . --work $(WORK) $(FILE)
 
-## JupyterLab defaults for this venv only (never the user's ~/.jupyter): no news pop-up.
 $(LAB_SETTINGS): lab-settings/overrides.json $(VENV)/.installed
 	mkdir -p $(dir $@)
 	cp $< $@

@@ -126,13 +126,22 @@ def test_make_lab_itself_serves_the_course(tmp_path: Path) -> None:
         assert "00_setup_and_tour.ipynb" in names, names
         assert (work / "notebooks" / "00_setup_and_tour.ipynb").read_bytes() == \
             (REPO / "notebooks" / "00_setup_and_tour.ipynb").read_bytes()
-        setting = "@jupyterlab/apputils-extension:notification"
-        with urllib.request.urlopen(f"{base}/lab/api/settings/{setting}?token={token}", timeout=5) as reply:
-            schema = json.load(reply)["schema"]["properties"]
-        assert schema["fetchNews"]["default"] == "false", "the news pop-up is not switched off"
+        defaults = {name: _setting_defaults(base, token, name) for name in
+                    ("@jupyterlab/apputils-extension:notification", "@jupyter-widgets/jupyterlab-manager:plugin")}
+        assert defaults["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false", \
+            "the news pop-up is not switched off"
+        assert defaults["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True, \
+            "widgets do not save their state: a reopened notebook would show 'Error displaying widget'"
     finally:
         _kill_group(process)
     assert not _group_alive(process.pid), "`make lab` left processes behind"
+
+
+def _setting_defaults(base: str, token: str, plugin: str) -> dict:
+    """The defaults JupyterLab serves for ``plugin``: its schema's, with the venv's overrides."""
+    with urllib.request.urlopen(f"{base}/lab/api/settings/{plugin}?token={token}", timeout=5) as reply:
+        properties = json.load(reply)["schema"]["properties"]
+    return {name: spec.get("default") for name, spec in properties.items()}
 
 
 def _drain(process: subprocess.Popen) -> str:

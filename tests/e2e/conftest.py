@@ -85,7 +85,9 @@ def lab(chromium, working_copy, tmp_path_factory):
         # The kernel must import *this* checkout's prunekit, installed or not.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    server = labserver.start_lab(working_copy, tmp_path_factory.mktemp("jupyter-state"), env=env)
+    # the JupyterLab defaults `make lab` ships (lab-settings/overrides.json: widgets save their state)
+    server = labserver.start_lab(working_copy, tmp_path_factory.mktemp("jupyter-state"), env=env,
+                                 app_settings=REPO / "lab-settings")
     leaked: list[int] = []
     try:
         yield server

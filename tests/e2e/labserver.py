@@ -201,8 +201,11 @@ def _kill_survivors(pids: set[int], timeout: float) -> list[int]:
 
 
 def start_lab(root: Path, state_dir: Path, env: dict[str, str] | None = None,
-              ready_timeout: float = 90) -> LabServer:
+              ready_timeout: float = 90, app_settings: Path | None = None) -> LabServer:
     """Start ``python -m jupyterlab`` serving ``root``; return once ``/api/status`` answers.
+
+    ``app_settings``: a folder with an ``overrides.json`` of default settings, used instead of
+    the one `make` installs into the venv (the repository's ``lab-settings/``, always current).
 
     The server is in its own process group (``start_new_session``) so that ``stop()`` can
     signal it and anything it spawned without touching the test runner.
@@ -224,6 +227,8 @@ def start_lab(root: Path, state_dir: Path, env: dict[str, str] | None = None,
         "--MappingKernelManager.cull_interval=60",
         "--ServerApp.shutdown_no_activity_timeout=600",
     ]
+    if app_settings is not None:
+        command.append(f"--LabApp.app_settings_dir={app_settings}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and CI often run as root
     log_path = state_dir / "jupyterlab.log"

@@ -9,6 +9,8 @@ does.
 1. Lecture 02 (L1-norm channel pruning) runs top to bottom without a visible error, and its
    sparsity slider works: moving it changes the accuracy/MACs readout and the figure. Saved,
    the run lands in the working copy and `git status` of the clone stays clean.
+   Reopened later with a new kernel, a notebook the student ran shows its widgets as saved
+   (`make lab` ships ipywidgets' saveState), not "Error displaying widget: model not found".
 2. Exercise 02 shows its tasks as ``raise NotImplementedError()`` stubs; running a task's test
    shows that error; once the task holds the reference answer, its visible test passes.
 3. The check in (1) is not a rubber stamp: after a test-only cell breaks the slider's
@@ -112,6 +114,39 @@ def test_running_the_lecture_leaves_the_clone_clean(ran_lecture, course_copy, wo
     assert saved.read_bytes() != committed.read_bytes(), "the run was not saved to the working copy"
     status = git(course_copy, "status", "--porcelain", "--untracked-files=all")
     assert status == "", f"running the lecture changed the clone:\n{status}"
+
+
+REOPENED = "reopen_check.ipynb"
+REOPEN_CELL = """\
+import ipywidgets as w
+from prunekit.standin import ExplorerBox
+ExplorerBox([w.IntSlider(value=7, description="seven")], what="a reopening check")
+"""
+
+
+@pytest.mark.timeout(150)
+def test_a_notebook_run_and_reopened_shows_its_saved_widgets(page, lab, artifacts):
+    """Run, save, close the kernel, open again: the output is trusted now (the student ran
+    it), so JupyterLab picks the widget renderer; with the widget state saved in the
+    notebook it draws the slider as it was, instead of an error and instead of the stand-in."""
+    notebook = {"cells": [{"cell_type": "code", "source": REOPEN_CELL, "metadata": {}, "outputs": [],
+                           "execution_count": None}], "metadata": {"kernelspec": {
+                "name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    lab.api("PUT", f"/api/contents/{REOPENED}", {"type": "notebook", "format": "json", "content": notebook})
+    shot = save_screenshot(page, artifacts, "reopened")
+    open_notebook(page, lab.url, lab.token, REOPENED)
+    run_cells(page, [0])
+    page.locator(".widget-slider").first.wait_for(state="visible")
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    shutdown_kernel(page)
+    open_notebook(page, lab.url, lab.token, REOPENED)   # a fresh tab state and a new kernel
+    output = page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").first
+    page.wait_for_timeout(2000)                        # the widget manager restores, or gives up
+    shot("after-reopening")
+    text = output.inner_text()
+    assert "Error displaying widget" not in text and "seven" in text, text
+    assert page.locator(".jp-NotebookPanel:visible .pk-standin").count() == 0
 
 
 def _nbgrader(cell: dict) -> dict:
