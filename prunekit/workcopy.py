@@ -94,7 +94,7 @@ class SyncReport:
     kept: list[str] = field(default_factory=list)
 
     def lines(self, work: Path) -> list[str]:
-        out = [f"working copy: {work}/ (yours; git ignores it)"]
+        out = [f"working copy: {work}/ (yours: the course's own notebooks stay as committed)"]
         if self.added:
             out.append(f"  copied in: {len(self.added)} file(s) from the course")
         out += [f"  updated (you had not changed it): {rel}" for rel in self.updated]
