@@ -88,7 +88,8 @@ def pruned_vs_dense_latency(dense: nn.Module, pruned: nn.Module, example_input: 
     ``rounds * repeats`` runs (``latency_ms`` and ``latency_iqr_ms`` are the pruned model's),
     ``latency_ratio`` (pruned / dense, median over rounds), ``latency_faster_rounds`` (rounds
     in which the pruned model was faster), the sign test's ``latency_p_value`` over them and
-    ``latency_runs`` (runs per model)."""
+    ``latency_runs`` (runs per model) and ``latency_clock`` (``"cpu"``; on a CUDA GPU
+    ``"cuda events"``: the GPU's own time, see :func:`prunekit.metrics.latency_samples`)."""
     times = compare_latency({"dense": dense, "pruned": pruned}, example_input, threads=1,
                             rounds=rounds, repeats=repeats, warmup=2, clock="cpu")
     paired = paired_comparison(times["dense"], times["pruned"])
@@ -97,6 +98,7 @@ def pruned_vs_dense_latency(dense: nn.Module, pruned: nn.Module, example_input: 
         "dense_latency_ms": times["dense"].median_ms, "dense_latency_iqr_ms": times["dense"].iqr_ms,
         "latency_ratio": paired.ratio, "latency_faster_rounds": paired.rounds - paired.slower,
         "latency_rounds": paired.rounds, "latency_p_value": paired.p_value, "latency_runs": rounds * repeats,
+        "latency_clock": times["pruned"].clock,
     }
 
 
@@ -234,6 +236,10 @@ def render_readout(result: dict) -> str:
             f"{html.escape(latency_text(result))}</div>")
 
 
+#: How each clock of :func:`pruned_vs_dense_latency` is named in a readout.
+CLOCK_WORDS = {"cpu": "1 thread, CPU time", "cuda events": "GPU time by CUDA events", "wall": "wall clock"}
+
+
 def latency_text(result: dict) -> str:
     """The latency of a result in words: both medians with their IQR, and the ratio with how
     many rounds agree on its direction. "Faster" or "slower" is said only when the sign test
@@ -249,8 +255,9 @@ def latency_text(result: dict) -> str:
         verdict = f"pruned/dense {ratio:.2f}: faster in {faster} of {rounds} rounds"
     else:
         verdict = f"pruned/dense {ratio:.2f}: slower in {rounds - faster} of {rounds} rounds"
+    clock = CLOCK_WORDS.get(result.get("latency_clock", "cpu"), result.get("latency_clock"))
     return (f"latency per forward pass, pruned vs dense timed in the same {rounds} rounds "
-            f"(1 thread, CPU time, median [IQR] of {result['latency_runs']} runs each): "
+            f"({clock}, median [IQR] of {result['latency_runs']} runs each): "
             f"pruned {result['latency_ms']:.2f} ms [{result['latency_iqr_ms']:.2f}], "
             f"dense {result['dense_latency_ms']:.2f} ms [{result['dense_latency_iqr_ms']:.2f}]; {verdict}")
 

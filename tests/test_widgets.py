@@ -126,7 +126,29 @@ def test_latency_verdict_follows_the_rounds_not_one_number():
     assert "no clear difference (pruned/dense 1.10, faster in 4 of 9 rounds)" in split
     assert "slower" not in split
     assert "slower in 8 of 9 rounds" in widgets.latency_text(_timed(1.2, 1, 0.039))
-    assert "median [IQR] of 36 runs each" in clear and "CPU time" in clear
+    assert "median [IQR] of 36 runs each" in clear and "1 thread, CPU time" in clear
+    on_gpu = widgets.latency_text({**_timed(0.62, 9, 0.0039), "latency_clock": "cuda events"})
+    assert "GPU time by CUDA events" in on_gpu and "CPU time" not in on_gpu
+
+
+def test_explore_l1_runs_on_the_models_device(setup):
+    """The slider on a model that lives on another device (fakegpu: CPU kernels, so the
+    numbers are the CPU's): pruning, recalibration, evaluation and both timings run there."""
+    import copy
+
+    import fake_device
+
+    from torch.utils.data import DataLoader
+
+    model, x, loaders = setup
+    calib = DataLoader(loaders.train.dataset, batch_size=64)   # the same batches both times, as in the lectures
+    moved = copy.deepcopy(model).to(fake_device.register())
+    here = widgets.explore_l1(model, "features.1.0", 0.5, x, loaders.val, latency_repeats=1, latency_rounds=2,
+                              recalibrate_loader=calib, recal_batches=2)
+    there = widgets.explore_l1(moved, "features.1.0", 0.5, x, loaders.val, latency_repeats=1, latency_rounds=2,
+                               recalibrate_loader=calib, recal_batches=2)
+    assert (there["correct"], there["macs"], there["removed"]) == (here["correct"], here["macs"], here["removed"])
+    assert there["latency_ms"] > 0 and there["dense_latency_ms"] > 0 and there["latency_clock"] == "cpu"
 
 
 def test_latency_sign_test_decides_the_verdict(setup):
