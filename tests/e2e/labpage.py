@@ -265,7 +265,11 @@ def sparsity_widget_problems(page: Page, shot, timeout_s: float = 45) -> list[st
             break
     else:
         return problems + [f"the slider did not move from {before_value!r} (keyboard ignored)"]
-    if not _wait_for_change(page, lambda: readout.inner_text() != before_text, timeout_s):
+    moved_at = time.monotonic()
+    changed = _wait_for_change(page, lambda: readout.inner_text() != before_text, timeout_s)
+    print(f"slider {before_value} -> {after_value}: readout "
+          + (f"changed after {time.monotonic() - moved_at:.1f} s" if changed else "did not change"))
+    if not changed:
         problems.append(f"readout did not change after moving the slider "
                         f"{before_value} -> {after_value}: {before_text!r}")
     else:
