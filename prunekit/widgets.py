@@ -75,7 +75,8 @@ def dense_reference(model: nn.Module, example_input: Tensor, loader: Iterable) -
 
 #: The latency entries of a result; all NaN when timing is skipped (``latency_repeats=0``).
 LATENCY_KEYS = ("latency_ms", "latency_iqr_ms", "dense_latency_ms", "dense_latency_iqr_ms",
-                "latency_ratio", "latency_faster_rounds", "latency_rounds", "latency_p_value", "latency_runs")
+                "latency_ratio", "latency_faster_rounds", "latency_rounds", "latency_p_value", "latency_runs",
+                "latency_clock")
 
 
 def pruned_vs_dense_latency(dense: nn.Module, pruned: nn.Module, example_input: Tensor,
@@ -87,9 +88,9 @@ def pruned_vs_dense_latency(dense: nn.Module, pruned: nn.Module, example_input: 
     medians *within a round* is untouched by it. Returns the medians and IQRs in ms over all
     ``rounds * repeats`` runs (``latency_ms`` and ``latency_iqr_ms`` are the pruned model's),
     ``latency_ratio`` (pruned / dense, median over rounds), ``latency_faster_rounds`` (rounds
-    in which the pruned model was faster), the sign test's ``latency_p_value`` over them and
+    in which the pruned model was faster), the sign test's ``latency_p_value`` over them,
     ``latency_runs`` (runs per model) and ``latency_clock`` (``"cpu"``; on a CUDA GPU
-    ``"cuda events"``: the GPU's own time, see :func:`prunekit.metrics.latency_samples`)."""
+    ``"cuda events"``, the GPU's own time: see :func:`prunekit.metrics.latency_samples`)."""
     times = compare_latency({"dense": dense, "pruned": pruned}, example_input, threads=1,
                             rounds=rounds, repeats=repeats, warmup=2, clock="cpu")
     paired = paired_comparison(times["dense"], times["pruned"])
