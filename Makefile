@@ -32,9 +32,13 @@ define run_notebooks
 	$(NBVAL) $(TIMED_NOTEBOOKS)
 endef
 
-.PHONY: grade lab lint test test-unit test-notebooks test-solutions test-e2e test-gpu e2e-deps sandbox-deps nbgrader exercises bench venv clean
+.PHONY: grade lab lab-reset lint test test-unit test-notebooks test-solutions test-e2e test-gpu e2e-deps sandbox-deps nbgrader exercises bench venv clean
 
-venv: $(VENV)/.installed
+# JupyterLab defaults for this venv only (never the user's ~/.jupyter): no news pop-up; widgets save
+# their state, so a notebook you ran and reopen shows its sliders as they were (not an error).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+venv: $(VENV)/.installed $(LAB_SETTINGS)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,9 +50,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --target $(NBGRADER_SITE) "nbgrader>=0.9"
 	touch $@
 
+## `make lab` opens YOUR working copy, WORK (git-ignored): notebooks/ and exercises/ copied there on
+## the first run and never overwritten, so running the course leaves the repository clean
+## (prunekit/workcopy.py; README, "Your working copy"). LAB_PORT / LAB_ARGS go to `jupyter lab`.
+WORK        ?= work
+
 lab: venv
-	$(VENV)/bin/jupyter lab --notebook-dir=. --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
-	    $(LAB_ARGS) notebooks/00_setup_and_tour.ipynb
+	$(PY) -m prunekit.workcopy sync --course . --work $(WORK)
+	$(VENV)/bin/jupyter lab --notebook-dir=$(WORK) --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,) \
+	    $(LAB_ARGS) $(WORK)/notebooks/00_setup_and_tour.ipynb
+
+## Take the course's version of a file of your working copy (yours moves to WORK/replaced/):
+##   make lab-reset FILE=notebooks/02_l1_norm_channel_pruning.ipynb     (no FILE: every file)
+lab-reset: venv
+	$(PY) -m prunekit.workcopy reset --course . --work $(WORK) $(FILE)
+
+$(LAB_SETTINGS): lab-settings/overrides.json $(VENV)/.installed
+	mkdir -p $(dir $@)
+	cp $< $@
 
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps sandbox-deps
@@ -83,12 +102,17 @@ test-gpu: venv
 	  PRUNEKIT_DEVICE=cuda $(PY) benchmarks/run_lectures.py notebooks; \
 	fi
 
-## Debian's chromium (Playwright's own browser download does not work offline).
+## Debian's chromium (Playwright's own browser download does not work offline), and a CJK font
+## (fonts-noto-cjk) so that the glossary's Chinese headings render instead of empty boxes.
 e2e-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian chromium for the browser test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "WARNING: could not install chromium; the browser test will fail in CI, skip elsewhere"; }
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { \
+	  echo "installing Debian fonts-noto-cjk (Chinese headings)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null) \
+	  || echo "WARNING: could not install fonts-noto-cjk; Chinese text shows as boxes"; }
 
 ## Debian's bubblewrap: the sandbox every grading kernel runs in (README, "For instructors").
 sandbox-deps:
@@ -118,7 +142,18 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 ## Grade a folder of submissions:  make grade SUBMISSIONS=submissions/ex02 EXERCISE=ex02_l1_norm
-## (SANDBOX=none only for trusted notebooks; see README, "For instructors").
+## writes GRADE_OUT/grades-ex02.csv and GRADE_OUT/feedback-ex02/, named after the folder, so every
+## exercise keeps its own gradebook; GRADE_JOBS notebooks at a time; GRADE_ARGS go to the grader
+## (e.g. --cell-timeout 120). SANDBOX=none only for trusted notebooks (README, "For instructors").
+GRADE_JOBS  ?= 2
+GRADE_OUT   ?= .
+GRADE_ARGS  ?=
+GRADE_NAME   = $(notdir $(patsubst %/,%,$(SUBMISSIONS)))
+GRADEBOOK    = $(GRADE_OUT)/grades-$(GRADE_NAME).csv
+FEEDBACK     = $(GRADE_OUT)/feedback-$(GRADE_NAME)/
 grade: venv sandbox-deps
+	@test -n "$(GRADE_NAME)" || { echo "make grade: name the folder, e.g. make grade SUBMISSIONS=submissions/ex02 EXERCISE=ex02_l1_norm"; exit 2; }
+	mkdir -p $(GRADE_OUT)
 	$(PY) -m prunekit.grade $(SUBMISSIONS) $(if $(EXERCISE),--exercise $(EXERCISE),) \
-	    --gradebook grades.csv --feedback feedback -j 2 --sandbox $(SANDBOX)
+	    --gradebook $(GRADEBOOK) --feedback $(FEEDBACK) -j $(GRADE_JOBS) --sandbox $(SANDBOX) $(GRADE_ARGS)
+	@echo "gradebook: $(GRADEBOOK:./%=%)   feedback: $(FEEDBACK:./%=%)"

@@ -4,7 +4,7 @@ Every model was trained on the embedded MNIST subset (``make_loaders("mnist")``)
 ``vgg_small_hard``, on the same digits distorted (``"mnist_hard"``) -- by the recipe in
 :data:`RECIPES`, and can be rebuilt bit for bit::
 
-    python -m prunekit.zoo list                  # what is shipped, with accuracy and size
+    python -m prunekit.zoo list                  # what is shipped: accuracy, size, sha256
     python -m prunekit.zoo train vgg_small       # retrain one (seeded, 1 thread) and print accuracy
     python -m prunekit.zoo train all --out DIR   # write elsewhere instead of prunekit/checkpoints
 
@@ -177,14 +177,18 @@ def _train_and_save(name: str, recipe: Recipe, out: Path, progress: bool) -> dic
 
 
 def _print_list(folder: Path) -> None:
+    """One line per checkpoint. The full sha256 is printed so that a downloaded or copied file
+    can be checked by hand (``sha256sum FILE``); :func:`load_pretrained` checks it anyway."""
     manifest = _read_manifest(folder)
     if not manifest:
         print(f"no checkpoints in {folder}")
         return
-    print(f"{'name':<20}{'architecture':<20}{'epochs':>7}{'test acc':>10}{'correct':>10}{'size':>10}")
+    print(f"{'name':<18}{'architecture':<19}{'dataset':<12}{'epochs':>6}{'test acc':>10}{'correct':>11}"
+          f"{'size':>9}  sha256")
     for name, e in sorted(manifest.items()):
-        print(f"{name:<20}{e['architecture']:<20}{e['epochs']:>7}{e['test_accuracy']:>10.2%}"
-              f"{e['test_correct']:>6}/{e['test_total']:<4}{e['size_bytes'] / 1e6:>7.2f} MB")
+        correct = f"{e['test_correct']}/{e['test_total']}"
+        print(f"{name:<18}{e['architecture']:<19}{e['dataset']:<12}{e['epochs']:>6}{e['test_accuracy']:>10.2%}"
+              f"{correct:>11}{e['size_bytes'] / 1e6:>6.2f} MB  {e['sha256']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,29 +98,50 @@ REPO = Path(__file__).resolve().parents[1]
                     reason="needs the project's .venv (created by `make test` / `make lab`)")
 def test_make_lab_itself_serves_the_course(tmp_path: Path) -> None:
     """The README's own command: `make lab` (set-up step taken as done, `-o`) must bring up
-    JupyterLab on the course. Headless: a loopback port, a token, no browser."""
+    JupyterLab on the student's working copy (WORK; here a temporary one), not on the
+    repository, with JupyterLab's news pop-up switched off. Headless: a loopback port, a
+    token, no browser."""
     port, token = labserver.free_port(), "make-lab-test-token"
+    work = tmp_path / "work"
     lab_args = f"--no-browser --ip=127.0.0.1 --port-retries=0 --IdentityProvider.token={token}"
     command = ["make", "-C", str(REPO), "-o", ".venv/.installed", "lab",
-               f"LAB_PORT={port}", f"LAB_ARGS={lab_args}"]
+               f"LAB_PORT={port}", f"LAB_ARGS={lab_args}", f"WORK={work}"]
     env = labserver.isolated_env(tmp_path / "state")
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api/contents/notebooks?token={token}"
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline, listing = time.monotonic() + 90, None
         while listing is None and time.monotonic() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(url, timeout=5) as reply:
+                with urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=5) as reply:
                     listing = json.load(reply)
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
         assert listing is not None, f"`make lab` did not serve the course: {_drain(process)}"
-        names = {item["name"] for item in listing["content"]}
+        top = {item["name"] for item in listing["content"]}
+        assert top == {"notebooks", "exercises"}, top      # the working copy, not the repository
+        with urllib.request.urlopen(f"{base}/api/contents/notebooks?token={token}", timeout=5) as reply:
+            names = {item["name"] for item in json.load(reply)["content"]}
         assert "00_setup_and_tour.ipynb" in names, names
+        assert (work / "notebooks" / "00_setup_and_tour.ipynb").read_bytes() == \
+            (REPO / "notebooks" / "00_setup_and_tour.ipynb").read_bytes()
+        defaults = {name: _setting_defaults(base, token, name) for name in
+                    ("@jupyterlab/apputils-extension:notification", "@jupyter-widgets/jupyterlab-manager:plugin")}
+        assert defaults["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false", \
+            "the news pop-up is not switched off"
+        assert defaults["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True, \
+            "widgets do not save their state: a reopened notebook would show 'Error displaying widget'"
     finally:
         _kill_group(process)
     assert not _group_alive(process.pid), "`make lab` left processes behind"
+
+
+def _setting_defaults(base: str, token: str, plugin: str) -> dict:
+    """The defaults JupyterLab serves for ``plugin``: its schema's, with the venv's overrides."""
+    with urllib.request.urlopen(f"{base}/lab/api/settings/{plugin}?token={token}", timeout=5) as reply:
+        properties = json.load(reply)["schema"]["properties"]
+    return {name: spec.get("default") for name, spec in properties.items()}
 
 
 def _drain(process: subprocess.Popen) -> str:

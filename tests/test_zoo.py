@@ -119,7 +119,9 @@ def test_cli_list_shows_every_checkpoint(capsys):
     out = capsys.readouterr().out
     for name in SHIPPED:
         info = zoo.pretrained_info(name)
-        assert name in out and f"{info['test_correct']}/{info['test_total']}" in out
+        line = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert f"{info['test_correct']}/{info['test_total']}" in line
+        assert line.endswith(info["sha256"]) and "sha256" in out.splitlines()[0]  # the README promises it
 
 
 @pytest.mark.parametrize("recipe", [

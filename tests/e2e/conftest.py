@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # labserver / labpage sit next to this file
 
 import labserver  # noqa: E402
-from labserver import in_ci  # noqa: E402
+from labserver import git, in_ci  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 #: The tree whose notebooks are tested; another tree can be named while developing the harness.
@@ -51,24 +51,43 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def course_copy(tmp_path_factory) -> Path:
-    """notebooks/, exercises/ and solutions/ copied to a temporary root (never the repo itself)."""
+    """A student's clone, in miniature: notebooks/, exercises/, solutions/ and the project's
+    .gitignore committed to a fresh git repository in a temporary folder (never the repo
+    itself), so that `git status` there shows what running the course changes."""
     root = tmp_path_factory.mktemp("course")
     for name in COURSE_DIRS:
         if (SOURCE / name).is_dir():
             shutil.copytree(SOURCE / name, root / name,
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "the course as cloned")
     return root
 
 
 @pytest.fixture(scope="module")
-def lab(chromium, course_copy, tmp_path_factory):
-    """JupyterLab serving the copy; stopped after the module, and no kernel may survive it."""
+def working_copy(course_copy) -> Path:
+    """What `make lab` serves: the clone's working copy, made by the same code
+    (``python -m prunekit.workcopy sync``, WORK=work)."""
+    from prunekit import workcopy
+
+    work = course_copy / "work"
+    workcopy.sync(course_copy, work)
+    return work
+
+
+@pytest.fixture(scope="module")
+def lab(chromium, working_copy, tmp_path_factory):
+    """JupyterLab serving the working copy; stopped after the module, and no kernel may survive it."""
     env = {
         "PRUNEKIT_PROGRESS": "0",
         # The kernel must import *this* checkout's prunekit, installed or not.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    server = labserver.start_lab(course_copy, tmp_path_factory.mktemp("jupyter-state"), env=env)
+    # the JupyterLab defaults `make lab` ships (lab-settings/overrides.json: widgets save their state)
+    server = labserver.start_lab(working_copy, tmp_path_factory.mktemp("jupyter-state"), env=env,
+                                 app_settings=REPO / "lab-settings")
     leaked: list[int] = []
     try:
         yield server

@@ -265,7 +265,11 @@ def sparsity_widget_problems(page: Page, shot, timeout_s: float = 45) -> list[st
             break
     else:
         return problems + [f"the slider did not move from {before_value!r} (keyboard ignored)"]
-    if not _wait_for_change(page, lambda: readout.inner_text() != before_text, timeout_s):
+    moved_at = time.monotonic()
+    changed = _wait_for_change(page, lambda: readout.inner_text() != before_text, timeout_s)
+    print(f"slider {before_value} -> {after_value}: readout "
+          + (f"changed after {time.monotonic() - moved_at:.1f} s" if changed else "did not change"))
+    if not changed:
         problems.append(f"readout did not change after moving the slider "
                         f"{before_value} -> {after_value}: {before_text!r}")
     else:
@@ -287,8 +291,78 @@ def _widget_errors(page: Page) -> list[str]:
 
 
 def lecture_problems(page: Page, path: str, shot) -> list[str]:
-    """The check for a lecture notebook that has been run: no visible error, working slider."""
-    return notebook_problems(page, path) + sparsity_widget_problems(page, shot)
+    """The check for a lecture notebook that has been run: no visible error, working slider,
+    and the live widget in place of the stand-in."""
+    stale = page.locator(f"{STANDIN}:visible").count()
+    problems = [f"{stale} stand-in(s) still shown after the cells ran"] if stale else []
+    return notebook_problems(page, path) + problems + sparsity_widget_problems(page, shot)
+
+
+# --- before running: the stand-in -----------------------------------------------------------
+
+STANDIN = ".pk-standin"
+#: The start of a widget's Python repr (ipywidgets' text/plain), which a reader must never see.
+WIDGET_REPR = re.compile(r"\b(VBox|HBox)\(")
+
+_WIDGET_OUTPUTS_JS = """
+() => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const found = [];
+  for (let i = 0; i < notebook.model.cells.length; i++) {
+    const model = notebook.model.cells.get(i);
+    if (model.type !== 'code') continue;
+    for (let j = 0; j < model.outputs.length; j++) {
+      const output = model.outputs.get(j);
+      if ('application/vnd.jupyter.widget-view+json' in output.data) {
+        found.push({cell: i, output: j, trusted: output.trusted, mimeTypes: Object.keys(output.data)});
+      }
+    }
+  }
+  return found;
+}
+"""
+
+
+def _standin_problems(page: Page, found: dict, message: str) -> list[str]:
+    """One saved widget output, as JupyterLab rendered it without a kernel."""
+    where = f"cell {found['cell']} (saved widget output, bundle {found['mimeTypes']})"
+    if found["trusted"]:
+        return [f"{where} is trusted: this check needs the notebook as a fresh clone has it"]
+    output = cell_locator(page, found["cell"]).locator(".jp-OutputArea-output").nth(found["output"])
+    chosen = output.get_attribute("data-mime-type")
+    text = output.inner_text()
+    problems = [] if chosen == "text/html" else [f"{where} rendered as {chosen!r}, not the text/html stand-in"]
+    if message not in text:
+        problems.append(f"{where} does not say {message!r}: {text[:200]!r}")
+    standin = output.locator(STANDIN)
+    if standin.count() != 1 or not standin.is_visible():
+        problems.append(f"{where}: no visible {STANDIN}")
+        return problems
+    standin.scroll_into_view_if_needed()
+    picture = standin.locator("img")
+    loaded = picture.count() == 1 and picture.evaluate("img => img.complete && img.naturalWidth > 100")
+    if not loaded:
+        problems.append(f"{where}: the stand-in's picture is missing or did not load (sanitised away?)")
+    return problems
+
+
+def unrun_widget_problems(page: Page, shot, message: str, timeout_s: float = 20) -> list[str]:
+    """Open, not run: every saved widget output shows its stand-in (text/html, the message, a
+    picture) and no output anywhere shows a widget's repr (``VBox(`` / ``HBox(``).
+
+    An untrusted output may only use renderers JupyterLab calls safe; the widget renderer is not
+    one, so a bundle's text/html (sanitised) is shown, else its text/plain. Everything a clone
+    gets is untrusted until run, which the check verifies first."""
+    outputs = page.evaluate(_WIDGET_OUTPUTS_JS)
+    if not outputs:
+        return ["no saved widget output in the notebook: nothing shows what a reader sees"]
+    _wait_for(lambda: page.locator(STANDIN).count() >= len(outputs), timeout_s)
+    problems = [p for found in outputs for p in _standin_problems(page, found, message)]
+    for index, text in enumerate(page.locator(".jp-OutputArea-output").all_inner_texts()):
+        if WIDGET_REPR.search(text):
+            problems.append(f"output {index} shows a widget repr: {text.strip()[:120]!r}")
+    shot("standin")
+    return problems
 
 
 def insert_code_cell(page: Page, index: int, source: str) -> None:

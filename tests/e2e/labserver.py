@@ -52,6 +52,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` (a throw-away identity for commits); return its output."""
+    done = subprocess.run(["git", "-C", str(root), "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", *args],
+                          check=True, capture_output=True, text=True)
+    return done.stdout
+
+
 def free_port() -> int:
     """Ask the OS for a free TCP port on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -194,8 +201,11 @@ def _kill_survivors(pids: set[int], timeout: float) -> list[int]:
 
 
 def start_lab(root: Path, state_dir: Path, env: dict[str, str] | None = None,
-              ready_timeout: float = 90) -> LabServer:
+              ready_timeout: float = 90, app_settings: Path | None = None) -> LabServer:
     """Start ``python -m jupyterlab`` serving ``root``; return once ``/api/status`` answers.
+
+    ``app_settings``: a folder with an ``overrides.json`` of default settings, used instead of
+    the one `make` installs into the venv (the repository's ``lab-settings/``, always current).
 
     The server is in its own process group (``start_new_session``) so that ``stop()`` can
     signal it and anything it spawned without touching the test runner.
@@ -217,6 +227,8 @@ def start_lab(root: Path, state_dir: Path, env: dict[str, str] | None = None,
         "--MappingKernelManager.cull_interval=60",
         "--ServerApp.shutdown_no_activity_timeout=600",
     ]
+    if app_settings is not None:
+        command.append(f"--LabApp.app_settings_dir={app_settings}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and CI often run as root
     log_path = state_dir / "jupyterlab.log"

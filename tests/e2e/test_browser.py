@@ -1,7 +1,16 @@
 """End to end: a student opens the course in JupyterLab, in a real (headless) browser.
 
+JupyterLab serves the working copy of a miniature clone (tests/e2e/conftest.py), as `make lab`
+does.
+
+0. Lecture 02 as committed, opened but not run (untrusted, as in a fresh clone): its saved
+   slider shows the readable stand-in (a sentence, the first readout, a picture), and no
+   output shows a widget's Python repr (``VBox(`` / ``HBox(``).
 1. Lecture 02 (L1-norm channel pruning) runs top to bottom without a visible error, and its
-   sparsity slider works: moving it changes the accuracy/MACs readout and the figure.
+   sparsity slider works: moving it changes the accuracy/MACs readout and the figure. Saved,
+   the run lands in the working copy and `git status` of the clone stays clean.
+   Reopened later with a new kernel, a notebook the student ran shows its widgets as saved
+   (`make lab` ships ipywidgets' saveState), not "Error displaying widget: model not found".
 2. Exercise 02 shows its tasks as ``raise NotImplementedError()`` stubs; running a task's test
    shows that error; once the task holds the reference answer, its visible test passes.
 3. The check in (1) is not a rubber stamp: after a test-only cell breaks the slider's
@@ -21,7 +30,7 @@ from dataclasses import dataclass
 import nbformat
 import pytest
 
-from labserver import in_ci
+from labserver import git, in_ci
 
 try:
     from playwright.sync_api import Page
@@ -33,7 +42,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from labpage import (insert_code_cell, lecture_problems, notebook_cells, open_notebook, run_all,
                      run_cells, save_screenshot, scroll_to_output, shutdown_kernel,
-                     visible_errors)
+                     unrun_widget_problems, visible_errors)
+
+from prunekit.standin import MESSAGE
 
 pytestmark = pytest.mark.e2e
 
@@ -56,27 +67,34 @@ WIDGET_BUILDER = "l1_explorer("
 class RanLecture:
     page: Page
     seconds: float
+    unrun_problems: list[str]   # what the committed notebook showed before it was run
 
 
 @pytest.fixture(scope="module")
 def ran_lecture(browser, lab, artifacts):
-    """Lecture 02 opened in its own tab and run once (Run > Run All Cells), shared by the
-    lecture test and the broken-callback test (one Run All costs most of the time budget)."""
+    """Lecture 02 opened in its own tab, looked at as committed, then run once (Run > Run All
+    Cells); shared by the tests below (one Run All costs most of the time budget)."""
     page = browser.new_page()
     page.set_default_timeout(30_000)
     try:
         shot = save_screenshot(page, artifacts, "lecture02")
         open_notebook(page, lab.url, lab.token, LECTURE)
         shot("opened")
+        unrun = unrun_widget_problems(page, shot, MESSAGE)
         started = time.monotonic()
         run_all(page, timeout_s=RUN_ALL_TIMEOUT_S)
         seconds = time.monotonic() - started
         shot("ran-all")
-        yield RanLecture(page, seconds)
+        yield RanLecture(page, seconds, unrun)
     finally:
         lab.remember_kernels()
         shutdown_kernel(page)
         page.close()
+
+
+@pytest.mark.timeout(RUN_ALL_TIMEOUT_S + 90)
+def test_committed_lecture_shows_the_standin_not_a_widget_repr(ran_lecture):
+    assert ran_lecture.unrun_problems == [], "\n".join(ran_lecture.unrun_problems)
 
 
 @pytest.mark.timeout(RUN_ALL_TIMEOUT_S + 90)
@@ -85,6 +103,50 @@ def test_lecture_runs_and_sparsity_slider_updates(ran_lecture, artifacts):
     shot = save_screenshot(ran_lecture.page, artifacts, "lecture02-slider")
     problems = lecture_problems(ran_lecture.page, LECTURE, shot)
     assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.timeout(60)
+def test_running_the_lecture_leaves_the_clone_clean(ran_lecture, course_copy, working_copy):
+    """Saved after the run (what autosave does every two minutes), the lecture is written to
+    the working copy, and the clone's `git status` is empty."""
+    ran_lecture.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    saved, committed = working_copy / LECTURE, course_copy / LECTURE
+    assert saved.read_bytes() != committed.read_bytes(), "the run was not saved to the working copy"
+    status = git(course_copy, "status", "--porcelain", "--untracked-files=all")
+    assert status == "", f"running the lecture changed the clone:\n{status}"
+
+
+REOPENED = "reopen_check.ipynb"
+REOPEN_CELL = """\
+import ipywidgets as w
+from prunekit.standin import ExplorerBox
+ExplorerBox([w.IntSlider(value=7, description="seven")], what="a reopening check")
+"""
+
+
+@pytest.mark.timeout(150)
+def test_a_notebook_run_and_reopened_shows_its_saved_widgets(page, lab, artifacts):
+    """Run, save, close the kernel, open again: the output is trusted now (the student ran
+    it), so JupyterLab picks the widget renderer; with the widget state saved in the
+    notebook it draws the slider as it was, instead of an error and instead of the stand-in."""
+    notebook = {"cells": [{"cell_type": "code", "source": REOPEN_CELL, "metadata": {}, "outputs": [],
+                           "execution_count": None}], "metadata": {"kernelspec": {
+                "name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    lab.api("PUT", f"/api/contents/{REOPENED}", {"type": "notebook", "format": "json", "content": notebook})
+    shot = save_screenshot(page, artifacts, "reopened")
+    open_notebook(page, lab.url, lab.token, REOPENED)
+    run_cells(page, [0])
+    page.locator(".widget-slider").first.wait_for(state="visible")
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    shutdown_kernel(page)
+    open_notebook(page, lab.url, lab.token, REOPENED)   # a fresh tab state and a new kernel
+    output = page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").first
+    page.wait_for_timeout(2000)                        # the widget manager restores, or gives up
+    shot("after-reopening")
+    text = output.inner_text()
+    assert "Error displaying widget" not in text and "seven" in text, text
+    assert page.locator(".jp-NotebookPanel:visible .pk-standin").count() == 0
 
 
 def _nbgrader(cell: dict) -> dict:
