@@ -21,10 +21,9 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from prunekit.data import Loaders, example_input, make_loaders
 from prunekit.metrics import count_macs
-from prunekit.models import build_model
 from prunekit.train import (EvalResult, distillation_loss, evaluate, random_shift, recalibrate_bn,
-                            set_seed, train)
-from prunekit.zoo import list_pretrained, load_pretrained, pretrained_info
+                            train)
+from prunekit.zoo import checkpoint_for, get_model, pretrained_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BATCH = 64              # every training and scoring batch
@@ -51,37 +50,22 @@ class Setup:
         return len(self.loaders.train.dataset) // BATCH
 
 
-def checkpoint_for(dataset: str, architecture: str) -> str | None:
-    """The shipped checkpoint of ``architecture`` trained (without slimming) on ``dataset``."""
-    for name in list_pretrained():
-        info = pretrained_info(name)
-        if (info["architecture"], info["dataset"], info["slim_lambda"]) == (architecture, dataset, 0.0):
-            return name
-    return None
-
-
 def load_setup(dataset: str, architecture: str, train_epochs: int = 10,
                device: str | torch.device = "cpu") -> Setup:
-    """The shipped checkpoint of ``architecture`` on ``dataset`` (:func:`checkpoint_for`), or,
-    where none is shipped, the architecture trained here (seed 0) for ``train_epochs`` epochs
-    with the default recipe (lr 0.05, weight decay 5e-4, no shifts), on ``device``. The splits
-    are always the zoo's (seed 0): another seed would put the checkpoint's training images in
-    the test set. Every run copies the dense model, so every run works on ``device``."""
+    """The dense model of ``architecture`` on ``dataset`` (:func:`prunekit.zoo.get_model`: the
+    shipped checkpoint, or where none is shipped the architecture trained here, seed 0, for
+    ``train_epochs`` epochs by its zoo recipe), on ``device``. The splits are always the zoo's
+    (seed 0): another seed would put the checkpoint's training images in the test set. Every run
+    copies the dense model, so every run works on ``device``."""
     seed = 0
     loaders = make_loaders(dataset, batch_size=BATCH, seed=seed)
     name = checkpoint_for(dataset, architecture)
     info = pretrained_info(name) if name else {}
     recipe = {"lr": info.get("lr", 0.05), "weight_decay": info.get("weight_decay", 5e-4),
               "max_shift": info.get("max_shift", 0)}
-    if name:
-        dense, epochs = load_pretrained(name).to(device), info["epochs"]
-    else:
-        spec = loaders.spec
-        set_seed(seed)
-        dense = build_model(architecture, spec.in_channels, spec.num_classes, spec.image_size).to(device)
-        train(dense, loaders.train, epochs=train_epochs, lr=recipe["lr"], seed=seed,
-              progress=False, weight_decay=recipe["weight_decay"])
-        epochs = train_epochs
+    dense = get_model(architecture, dataset, loaders=loaders, seed=seed, epochs=train_epochs,
+                      device=device, verbose=False)
+    epochs = info["epochs"] if name else train_epochs
     x = example_input(dataset)
     calib = DataLoader(loaders.train.dataset, batch_size=BATCH)   # the split is already shuffled
     return Setup(dataset, name or architecture, loaders, dense.eval(), x,

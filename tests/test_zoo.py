@@ -142,3 +142,17 @@ def test_cli_train_is_bitwise_reproducible(recipe, tmp_path, monkeypatch, capsys
     model = zoo.load_pretrained("tiny", folder=tmp_path / "a")
     result = evaluate(model, data.make_loaders("digits", seed=0).test)
     assert result.correct == a["test_correct"] and result.total == 360
+
+
+def test_get_model_loads_what_is_shipped_and_trains_what_is_not(capsys):
+    from prunekit.zoo import get_model, load_pretrained
+
+    shipped = get_model("vgg_small", "mnist", verbose=True)
+    reference = load_pretrained("vgg_small")
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), reference.state_dict().values()))
+    assert get_model("vgg_small_hard", "mnist_hard") is not None and capsys.readouterr().out == ""
+    trained = get_model("vgg_small_slim", "digits", epochs=1)           # the slim recipe, on 8x8 digits
+    assert "training vgg_small here for 1 epochs" in capsys.readouterr().out
+    again = get_model("vgg_small_slim", "digits", epochs=1, verbose=False)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values()))
+    assert not trained.training
