@@ -261,7 +261,8 @@ def _largest_feasible_ratio(groups: Sequence, max_ratio: float, scope: str) -> f
     if scope == "local":
         return max_ratio
     total = sum(g.size for g in groups)
-    caps = [max(allowed_removals(g.size, g.blocks, 1, math.floor(max_ratio * g.size + EPS))) for g in groups]
+    caps = [max(allowed_removals(g.size, g.blocks, 1, math.floor(max_ratio * g.size + EPS), g.min_keep))
+            for g in groups]
     return sum(caps) / total
 
 

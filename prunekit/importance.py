@@ -74,13 +74,21 @@ def _row_params(layer: nn.Module) -> tuple[Tensor | None, Tensor | None]:
     return getattr(layer, "weight", None), getattr(layer, "bias", None)
 
 
+def _rows(layer: nn.Module, weight: Tensor) -> Tensor:
+    """A weight-shaped tensor as one row per output channel: conv (out, in/g, kh, kw) ->
+    (out, in/g*kh*kw); a ConvTranspose's weight is (in, out/g, kh, kw), its dim 1 the rows."""
+    if getattr(layer, "transposed", False) and weight.dim() > 1:
+        weight = weight.transpose(0, 1)
+    return weight.flatten(1)
+
+
 def _filters(layer: nn.Module) -> Tensor:
-    """The weight as one row per output channel: conv (out, in/g, kh, kw) -> (out, in/g*kh*kw)."""
+    """The weight as one row per output channel (see :func:`_rows`)."""
     weight = _row_params(layer)[0]
     if not isinstance(weight, Tensor) or weight.dim() < 2:
         raise PruningError(f"{type(layer).__name__} has no filter weights to score; pass a "
                            "Conv or Linear layer")
-    return weight.detach().flatten(1)
+    return _rows(layer, weight.detach())
 
 
 def l1_norm(layer: nn.Module) -> Tensor:
@@ -137,6 +145,12 @@ def _batches(data: Any, batches: int) -> list[tuple[Tensor, Tensor]]:
     return taken
 
 
+def _out_rows(layer: nn.Module) -> int:
+    """How many output rows a layer's scores have (a ConvTranspose's are its weight's dim 1)."""
+    weight = _row_params(layer)[0]
+    return _rows(layer, weight).shape[0] if weight.dim() > 1 else weight.shape[0]
+
+
 def _scored_layers(model: nn.Module) -> dict[str, nn.Module]:
     kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
              nn.MultiheadAttention, PrunedMultiheadAttention)
@@ -164,7 +178,7 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
               if isinstance(p, Tensor) and p.requires_grad]
     if not params:
         raise PruningError("taylor needs parameters with requires_grad=True")
-    totals = {name: torch.zeros(_row_params(m)[0].shape[0], device=_row_params(m)[0].device)
+    totals = {name: torch.zeros(_out_rows(m), device=_row_params(m)[0].device)
               for name, m in layers.items()}
     taken = to_device(_batches(data, batches), device_of(model))
     with eval_mode(model):
@@ -174,8 +188,8 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
             per_batch = {name: torch.zeros_like(t) for name, t in totals.items()}
             for (name, p), g in zip(params, grads):
                 if g is not None:
-                    per_batch[name] += (p.detach() * g).flatten(1).sum(1) if p.dim() > 1 \
-                        else p.detach() * g
+                    per_batch[name] += _rows(layers[name], p.detach() * g).sum(1) \
+                        if p.dim() > 1 else p.detach() * g
             for name, t in per_batch.items():
                 totals[name] += t.abs().float()
     return {name: (t / len(taken)).cpu() for name, t in totals.items()}
@@ -268,7 +282,8 @@ def _sum_members(model: nn.Module, group: Group, roles: tuple[str, ...],
     found = False
     for m in group.members:
         if m.role in roles:
-            scores = layer_score(m.module, model.get_submodule(m.module)).detach().float().cpu()
+            layer = model.get_submodule(m.module)
+            scores = _checked(layer_score(m.module, layer), m.module, layer)
             total.index_add_(0, m.units, scores[m.positions])
             found = True
     if not found:
@@ -276,6 +291,21 @@ def _sum_members(model: nn.Module, group: Group, roles: tuple[str, ...],
         raise PruningError(f"group '{group.name}' has no {what} to score; choose another "
                            "importance or put one of its layers in ignore=")
     return total
+
+
+def _checked(scores: Any, name: str, layer: nn.Module) -> Tensor:
+    """One finite score per output row of ``layer`` (the rows a criterion sees), as a float
+    CPU tensor -- or a PruningError naming the layer (a custom criterion may return anything)."""
+    rows = _out_rows(layer) if isinstance(_row_params(layer)[0], Tensor) else 0
+    if not isinstance(scores, Tensor) or scores.dim() != 1 or len(scores) != rows:
+        got = f"{len(scores)} scores" if isinstance(scores, Tensor) and scores.dim() == 1 else \
+            f"a {type(scores).__name__} of shape {tuple(getattr(scores, 'shape', ()))}"
+        raise PruningError(f"the importance of layer '{name}' ({type(layer).__name__}) returned "
+                           f"{got}; it must return one score per output channel: {rows}")
+    scores = scores.detach().float().cpu()
+    if not bool(torch.isfinite(scores).all()):
+        raise PruningError(f"the importance of layer '{name}' returned NaN or inf scores")
+    return scores
 
 
 def group_scores(model: nn.Module, graph: ChannelGraph, groups: list[Group],

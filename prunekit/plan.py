@@ -34,11 +34,12 @@ import torch
 from torch import Tensor, nn
 
 from .errors import PruningError
-from .graph import ChannelGraph, Group, eval_mode
+from .graph import ChannelGraph, Group
 from .importance import normalise
 from .metrics import count_params
 from .surgery import mask as mask_model
 from .surgery import pruned_modules, pruned_params, replace_modules
+from .verify import verify_cut
 
 __all__ = ["Plan", "PruneResult", "GroupList", "allowed_removals", "select_lowest",
            "local_counts", "global_counts"]
@@ -50,10 +51,11 @@ EPS = 1e-9   # floor(0.29 * 100) must be 29, not 28.999999999999996 -> 28
 # How many channels each group loses
 # ----------------------------------------------------------------------------------------------
 
-def allowed_removals(n: int, blocks: int, round_to: int, cap: int) -> list[int]:
+def allowed_removals(n: int, blocks: int, round_to: int, cap: int, keep: int = 1) -> list[int]:
     """Every removal count ``k <= cap`` a group of ``n`` channels allows: ``k`` a multiple of
-    ``blocks``, at least one channel left per block, ``n - k`` a multiple of ``round_to``."""
-    cap = min(cap, n - blocks)
+    ``blocks``, at least one channel left per block (and ``keep`` in all), ``n - k`` a
+    multiple of ``round_to``."""
+    cap = max(0, min(cap, n - max(blocks, keep)))
     return [k for k in range(0, cap + 1, blocks) if k == 0 or (n - k) % round_to == 0]
 
 
@@ -71,7 +73,8 @@ def local_counts(groups: list[Group], ratios: dict[int, float], max_ratio: float
             raise PruningError(f"ratio {r} for group '{g.name}' exceeds max_ratio={max_ratio}; "
                                "lower the ratio or raise max_ratio")
         wanted = math.floor(r * g.size + EPS)
-        counts[g.index] = max(k for k in allowed_removals(g.size, g.blocks, round_to, wanted))
+        counts[g.index] = max(k for k in allowed_removals(g.size, g.blocks, round_to, wanted,
+                                                          g.min_keep))
     return counts
 
 
@@ -84,8 +87,8 @@ def global_counts(groups: list[Group], scores: dict[int, Tensor], ratio: float,
         return {}
     total = sum(g.size for g in groups)
     target = math.floor(ratio * total + EPS)
-    caps = {g.index: max(allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio)))
-            for g in groups}
+    caps = {g.index: max(allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio),
+                                          g.min_keep)) for g in groups}
     if sum(caps.values()) < target:
         raise PruningError(
             f"global ratio {ratio} asks for {target} of {total} channels, but max_ratio="
@@ -105,8 +108,8 @@ def _snap_and_top_up(groups: list[Group], counts: dict[int, int], ranked: dict[i
                      target: int, round_to: int, max_ratio: float) -> dict[int, int]:
     """Round each count down to an allowed one, then add the cheapest allowed steps (lowest
     mean normalised score) until the target is met (exact when round_to == blocks == 1)."""
-    allowed = {g.index: allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio))
-               for g in groups}
+    allowed = {g.index: allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio),
+                                         g.min_keep) for g in groups}
     counts = {i: max(k for k in allowed[i] if k <= c) for i, c in counts.items()}
     while sum(counts.values()) < target:
         options = []
@@ -199,24 +202,21 @@ class Plan:
         return self.graph.removed_outputs(self.removed)
 
     def apply(self, inplace: bool = False) -> PruneResult:
-        """Cut the planned channels. Builds every new layer first, then swaps them in (into
-        a copy, or into ``self.model`` if ``inplace``); a failure leaves the model as it was.
-
-        Where the model reads a size at run time (``x.view(b, 2, c // 2, h, w)``), the cut
-        model is also run once on the example input and compared with the zero-masked one."""
+        """Cut the planned channels. Builds every new layer first, checks the cut model
+        against the zero-masked one on the example input (:func:`prunekit.verify.verify_cut`,
+        two forward passes), then swaps the new layers in (into a copy, or into
+        ``self.model`` if ``inplace``); a refusal or a failure leaves the model as it was."""
         if self._spent:
             raise PruningError("this plan was already applied in place; make a new plan")
         before = {"params": count_params(self.model), "macs": self.graph.count_macs()}
         new = pruned_modules(self.model, self.graph, self.removed)
         params = pruned_params(self.model, self.graph, self.removed)
-        checks = sorted({node for g, nodes in self.graph.checks.items()
-                         if len(self.removed.get(g, ())) for node in nodes})
-        model = replace_modules(self.model, new, False, params) if checks or not inplace \
-            else None
-        if checks:              # verified on a copy: in place, the model is touched only after
-            _verify(model, self.mask(), self.graph.example_inputs, checks)
-        if inplace:
-            model = replace_modules(self.model, new, True, params)
+        if any(len(r) for r in self.removed.values()):
+            probe = self.graph.root             # the caller's layers, run on probes only
+            verify_cut(self.graph, self.removed,
+                       replace_modules(probe, new, False, params, share=True),
+                       mask_model(probe, self.graph, self.removed, share=True))
+        model = replace_modules(self.model, new, inplace, params)
         self._spent = inplace
         after = {"params": count_params(model), "macs": self.graph.count_macs(self.removed)}
         return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self)
@@ -238,20 +238,3 @@ class Plan:
         return "\n".join(lines)
 
 
-def _verify(model: nn.Module, masked: nn.Module, inputs: tuple[Tensor, ...],
-            nodes: list[str]) -> None:
-    """The cut model must compute what the zero-masked one does; if not, refuse."""
-    problem = ""
-    try:
-        with eval_mode(model), eval_mode(masked), torch.no_grad():
-            got, want = model(*inputs), masked(*inputs)
-        scale = max(float(want.abs().max()), 1e-6) if isinstance(want, Tensor) else 1.0
-        if not isinstance(got, Tensor) or got.shape != want.shape or \
-                float((got - want).abs().max()) > 1e-4 * scale:
-            problem = "it computes something else than the zero-masked model"
-    except Exception as e:  # noqa: BLE001 -- a shape error from the model's own forward()
-        problem = f"it fails: {e}"
-    if problem:
-        raise PruningError(f"after the cut, a size that forward() reads at run time does not "
-                           f"follow (nodes {', '.join(nodes)}): {problem}. Compute that size "
-                           "from the tensor being reshaped, or write -1")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .errors import PruningError
 from .graph import ChannelGraph
+from .graph.preflight import shell_copy
 from .modules import PrunedMultiheadAttention
 
 __all__ = ["prune_conv", "prune_linear", "prune_batchnorm", "prune_attention",
@@ -118,6 +119,19 @@ def prune_conv(conv: nn.Module, keep_out: Tensor | None, keep_in: Tensor | None,
 
 
 @torch.no_grad()
+def prune_conv_transpose(conv: nn.Module, keep_out: Tensor | None,
+                         keep_in: Tensor | None) -> nn.Module:
+    """A copy of a ConvTranspose (``groups=1``), whose weight is ``(in, out, *kernel)``:
+    rows are the input channels, columns the output channels."""
+    new = _shell(conv)
+    weight = _take2(conv.weight, keep_in, keep_out)
+    _set(new, "weight", weight, conv.weight)
+    _set(new, "bias", _take(conv.bias, 0, keep_out), conv.bias)
+    new.in_channels, new.out_channels = weight.shape[0], weight.shape[1]
+    return new
+
+
+@torch.no_grad()
 def prune_linear(linear: nn.Linear, keep_out: Tensor | None, keep_in: Tensor | None) -> nn.Linear:
     """A copy of ``linear`` keeping output features ``keep_out`` and input features ``keep_in``."""
     new = _shell(linear)
@@ -132,11 +146,14 @@ def prune_linear(linear: nn.Linear, keep_out: Tensor | None, keep_in: Tensor | N
 def prune_batchnorm(bn: nn.Module, keep: Tensor) -> nn.Module:
     """A copy of a BatchNorm keeping channels ``keep``: gamma, beta and running statistics."""
     new = _shell(bn)
-    width = getattr(bn, "num_features", None)
+    width = getattr(bn, "num_features", getattr(bn, "num_channels", None))
     for name, old in [*bn._parameters.items(), *bn._buffers.items()]:
         per_channel = old is not None and old.dim() == 1 and len(old) == width
         _set(new, name, _take(old, 0, keep if per_channel else None), old)  # counter: copied
-    new.num_features = len(keep)
+    if isinstance(bn, nn.GroupNorm):                  # one channel per group: both shrink
+        new.num_channels = new.num_groups = len(keep)
+    else:
+        new.num_features = len(keep)
     return new
 
 
@@ -184,6 +201,8 @@ def pruned_modules(model: nn.Module, graph: ChannelGraph,
             new[name] = prune_batchnorm(layer, keep_out)
         elif kind == "linear":
             new[name] = prune_linear(layer, keep_out, keep_in)
+        elif kind == "convT":
+            new[name] = prune_conv_transpose(layer, keep_out, keep_in)
         else:
             new[name] = prune_conv(layer, keep_out, keep_in, depthwise=kind == "dwconv")
     _refuse_nested(new)
@@ -226,35 +245,54 @@ def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return shell
 
 
+def _aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Every name of each layer: a module registered twice (``self.b = self.a``) has two, and
+    both must point at the new layer."""
+    names: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(name)
+    return {name: names[id(m)] for name, m in model.named_modules()}
+
+
 def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: bool,
-                    params: Params | None = None) -> nn.Module:
+                    params: Params | None = None, share: bool = False) -> nn.Module:
     """Put the new layers and parameters in: into ``model`` itself (``inplace``) or into a
     copy of it.
 
     The copy shares nothing with ``model``: containers are re-created around the new layers,
     every other layer that owns tensors is deep-copied, the replaced layers are never copied.
+    With ``share`` the copy is a probe instead (:func:`~prunekit.graph.preflight.shell_copy`:
+    the other layers' parameters shared, buffers cloned) -- for a check run, not for keeping.
     In place, a failure half-way puts every old layer and parameter back: the caller's model
     is either fully pruned or exactly as before.
     """
     params = params or {}
     old = {name: model.get_submodule(name) for name in new}
     if not inplace:
-        target = _copy_tree(model, {id(old[n]): m for n, m in new.items()})
+        swap = {id(old[n]): m for n, m in new.items()}
+        target = shell_copy(model, swap) if share else _copy_tree(model, swap)
         for (owner, name), value in params.items():
             layer = target.get_submodule(owner)
             _set(layer, name, value, getattr(layer, name))
         return target
+    return _replace_in_place(model, new, old, params)
+
+
+def _replace_in_place(model: nn.Module, new: Mapping[str, nn.Module],
+                      old: dict[str, nn.Module], params: Params) -> nn.Module:
+    aliases = _aliases(model)
     old_params = {key: getattr(model.get_submodule(key[0]), key[1]) for key in params}
     done: list[str] = []
     try:
         for name, module in new.items():
-            _swap(model, name, module)
-            done.append(name)
+            for alias in aliases.get(name, [name]):
+                _swap(model, alias, module)
+                done.append(alias)
         for (owner, name), value in params.items():
             _set(model.get_submodule(owner), name, value, old_params[(owner, name)])
     except BaseException:
-        for name in done:
-            _swap(model, name, old[name])
+        for alias in done:
+            _swap(model, alias, old[next(n for n in new if alias in aliases.get(n, [n]))])
         for (owner, name), value in old_params.items():
             model.get_submodule(owner)._parameters.pop(name, None)
             model.get_submodule(owner)._buffers.pop(name, None)
@@ -275,17 +313,33 @@ def _restore(layer: nn.Module, name: str, value: Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> None:
-    """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``."""
+def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
+                  fresh: bool = False) -> None:
+    """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``. With
+    ``fresh``, every tensor is first replaced by a clone (``model`` is a probe that shares its
+    parameters with another model, which must not change)."""
+    cloned: set[tuple[str, str]] = set()
     for group in graph.groups:
         channels = removed.get(group.index)
-        if channels is not None and len(channels):
-            for t, dim, index in graph.zero_slices(model, group, channels):
-                t.index_fill_(dim, index.to(t.device), 0)
+        if channels is None or not len(channels):
+            continue
+        for path, name, dim, index in graph.zero_sites(group, channels):
+            layer = model.get_submodule(path)
+            t = getattr(layer, name, None)
+            if not isinstance(t, Tensor):
+                continue
+            if fresh and (path, name) not in cloned:
+                t = t.detach().clone()
+                _set(layer, name, t, getattr(layer, name))
+                t = getattr(layer, name)
+                cloned.add((path, name))
+            t.data.index_fill_(dim, index.to(t.device), 0)
 
 
-def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> nn.Module:
-    """A deep copy of ``model`` with the ``removed`` channels zeroed (the model is untouched)."""
-    masked = copy.deepcopy(model)
-    zero_channels(masked, graph, removed)
+def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
+         share: bool = False) -> nn.Module:
+    """A deep copy of ``model`` with the ``removed`` channels zeroed (the model is untouched).
+    With ``share``, a probe instead: only the zeroed tensors are new (for a check run)."""
+    masked = shell_copy(model) if share else copy.deepcopy(model)
+    zero_channels(masked, graph, removed, fresh=share)
     return masked

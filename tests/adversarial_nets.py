@@ -392,7 +392,8 @@ tokens("token_sdpa_attention", lambda s, x: s.attn(s.inp(x)), inp=mod(nn.Linear,
        attn=mod(Attention))
 tokens("token_manual_attention", lambda s, x: s.attn(s.inp(x)), inp=mod(nn.Linear, 8, 8),
        attn=mod(Attention, manual=True))
-tokens("token_llama_block", lambda s, x: s.blk(s.inp(x)), inp=mod(nn.Linear, 8, 8),
+tokens("token_llama_block", lambda s, x: s.blk(x), blk=mod(LlamaBlock))
+tokens("token_llama_block_after_linear", lambda s, x: s.blk(s.inp(x)), inp=mod(nn.Linear, 8, 8),
        blk=mod(LlamaBlock))
 
 
@@ -437,7 +438,7 @@ def _gru() -> nn.Module:
 # -- what libraries tend to over-refuse ----------------------------------------------------------
 body("conv_transpose", lambda s, x: s.b(F.relu(s.t(s.a(x)))), "refusal", a=conv(),
      t=lambda: nn.ConvTranspose2d(C, C, 2, stride=2), b=conv())
-body("conv_transpose_grouped", lambda s, x: s.b(F.relu(s.t(s.a(x)))), "refusal", a=conv(),
+body("conv_transpose_grouped", lambda s, x: s.b(F.relu(s.t(s.a(x)))), "ordinary", a=conv(),
      t=lambda: nn.ConvTranspose2d(C, C, 3, padding=1, groups=2), b=conv())
 body("pixel_shuffle", lambda s, x: s.b(s.ps(s.a(x))), "refusal", a=conv(C, 4 * C), ps=mod(nn.PixelShuffle, 2),
      b=conv())
