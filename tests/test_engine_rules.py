@@ -18,7 +18,7 @@ from prunekit import PruningError, importance
 from prunekit.graph import build_graph
 from prunekit.metrics import count_macs
 from prunekit.modules import PrunedMultiheadAttention
-from prunekit.plan import Plan
+from prunekit.planning import Plan
 
 X = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 

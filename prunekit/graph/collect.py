@@ -17,17 +17,12 @@ from torch import Tensor, fx, nn
 
 from ..errors import PruningError
 from .flow import Flow
+from .kinds import KINDS
 from .preflight import WIDTHS
 from .model import ChannelGraph, Group, Member
 from .tracer import ChannelTracer, storage_key
 
 __all__ = ["collect"]
-
-_ROLES = {"conv": {"out": "out", "in": "in"}, "gconv": {"out": "out", "in": "in"},
-          "convT": {"out": "out", "in": "in"},
-          "linear": {"out": "out", "in": "in"}, "dwconv": {"out": "dw"}, "bn": {"out": "bn"},
-          "mha": {"in": "in", "heads": "heads"}, "mha_out": {"out": "out"}}
-
 
 class _Layout:
     """Atom -> (group, channel) numbering, fixed once all unions are done."""
@@ -104,7 +99,7 @@ def collect(tr: ChannelTracer, graph: fx.Graph, inputs: tuple[Tensor, ...]) -> C
     params = {key: (axis, layout.ids(atoms)) for key, (axis, atoms) in tr.param_sites.items()}
     for name, d in dims.items():
         for dim, ids in d.items():
-            _add_members(groups, name, _ROLES[tr.kinds[name]][dim], ids)
+            _add_members(groups, name, KINDS[tr.kinds[name]].roles[dim], ids)
     for (owner, tensor), (axis, ids) in params.items():
         _add_members(groups, owner, "param", ids, tensor, axis)
     _pin_opaque_owners(tr, groups)
@@ -185,12 +180,6 @@ def _pin_opaque_owners(tr: ChannelTracer, groups: list[Group]) -> None:
                                        "rule for"
 
 
-#: A layer's own per-channel tensors, by kind: cut with its output channels (axis 0).
-_OWN_PER_CHANNEL = {"conv": ("weight", "bias"), "gconv": ("weight", "bias"),
-                    "dwconv": ("weight", "bias"), "linear": ("weight", "bias"), "convT": ("bias",),
-                    "bn": ("weight", "bias", "running_mean", "running_var")}
-
-
 def _merge_layer_params(tr: ChannelTracer) -> None:
     """A layer's own parameter used per channel somewhere else (``x * conv1.bias.view(...)``)
     is cut by two things: its layer's output channels and the channels it meets. Make those
@@ -202,7 +191,7 @@ def _merge_layer_params(tr: ChannelTracer) -> None:
         del tr.param_sites[(owner, name)]
         why = f"'{owner}.{name}' is used per channel outside its layer in a layout prunekit " \
               "cannot cut with the layer"
-        if name in _OWN_PER_CHANNEL.get(tr.kinds[owner], ()) and axis == 0 and \
+        if name in KINDS[tr.kinds[owner]].per_channel and axis == 0 and \
                 rows is not None and rows.shape == atoms.shape:
             tr.atoms.union_pairs(rows, atoms)
         else:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..errors import PruningError
+from .kinds import KINDS
 
 __all__ = ["Member", "Group", "ChannelGraph", "MacSite", "ROLE_TEXT", "PRODUCER_ROLES"]
 
@@ -155,7 +156,8 @@ class ChannelGraph:
     ``dims[layer][dim]``: the global channel id (see :attr:`Group.base`) at each position of
     that layer's dimension -- ``"out"`` (rows), ``"in"`` (columns), ``"heads"`` (attention
     q/k/v rows); ``params[(owner, name)] = (axis, ids)`` for per-channel parameters;
-    ``kinds[layer]`` says how surgery cuts it (conv, dwconv, gconv, linear, bn, mha).
+    ``kinds[layer]`` names its kind in :data:`prunekit.graph.kinds.KINDS` (how it is cut,
+    zeroed and scored).
     ``fx_graph`` is the ``torch.fx`` trace (eval mode) of ``root``, the model the graph was
     built from; :attr:`gm` makes it a runnable ``GraphModule`` (for the oracle's replay).
     """
@@ -267,19 +269,10 @@ class ChannelGraph:
                 if (m.module, m.tensor) not in self.divisors:
                     sites.append((m.module, m.tensor, m.axis, index))
                 continue
-            for name, dim in self._zeroed_tensors(m):
+            layer = self.root.get_submodule(m.module)
+            for name, dim in KINDS[self.kinds[m.module]].zeroed(layer):
                 sites.append((m.module, name, dim, index))
         return sites
-
-    def _zeroed_tensors(self, m: Member) -> tuple[tuple[str, int], ...]:
-        if m.role == "heads":
-            return (("in_proj_weight", 0), ("in_proj_bias", 0))
-        layer = self.root.get_submodule(m.module)
-        if m.role == "bn" and getattr(layer, "weight", None) is None:
-            return (("running_mean", 0),)
-        if self.kinds.get(m.module) == "convT":
-            return (("weight", 1), ("bias", 0))
-        return (("weight", 0), ("bias", 0))
 
     def zero_slices(self, model: nn.Module, group: Group,
                     units: Tensor) -> list[tuple[Tensor, int, Tensor]]:

@@ -79,6 +79,7 @@ class ChannelTracer(fx.Interpreter):
         self.width_reads: list[tuple[str, str]] = []        # (layer, "out_channels") read in forward
         self.shape_sources: dict[fx.Node, SizeSources] = {}  # constants shaped by run-time sizes
         self.order: dict[fx.Node, int] = {}
+        self.param_memory: set[int] | None = None           # storage keys of the parameters
         self.shapes: dict[fx.Node, torch.Size] = {}
         self._fresh: dict[str, Tensor] = {}
 
@@ -118,8 +119,9 @@ class ChannelTracer(fx.Interpreter):
         if not isinstance(target, fx.Node) or not in_place(n, self._module_of(n)):
             return
         value = self.env.get(target)
-        if isinstance(value, Tensor) and any(_shares_memory(value, p)
-                                             for p in self.module.parameters()):
+        if self.param_memory is None:
+            self.param_memory = {storage_key(p) for p in self.module.parameters()} - {None}
+        if isinstance(value, Tensor) and storage_key(value) in self.param_memory:
             raise self.refuse(n, "forward() writes into a parameter in place; prunekit "
                               "does not run code that changes your model's weights")
 

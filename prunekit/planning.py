@@ -1,4 +1,15 @@
-"""Which channels go? Turning scores into a plan -- and a plan into a pruned model.
+"""Which channels go? From settings and scores to a plan -- and a plan to a pruned model.
+
+``prune`` walks the straight line of the course::
+
+    graph.build_graph       -> coupled channel groups          (what must be cut together)
+    importance.group_scores -> one score per group channel     (what matters least)
+    local / global counts + select_lowest -> a Plan            (which channels go)
+    Plan.apply -> surgery   -> a new, smaller nn.Module         (cut them out, check, swap in)
+
+Nothing touches the caller's model until the plan is complete, every new layer is built and
+the cut is checked against the zero-masked model; with ``inplace=False`` (the default) it is
+never touched at all.
 
 Two ways to decide how many channels each group loses:
 
@@ -10,11 +21,12 @@ Two ways to decide how many channels each group loses:
   default each group's scores are first divided by the group's mean
   (:func:`prunekit.importance.normalise`), so layers of different scale compete fairly;
   ``normalise=False`` ranks the raw scores, as network slimming does with |gamma| after its
-  sparsity training has made the gammas of all layers comparable (Liu et al., 2017). A group never loses more than
-  ``max_ratio`` of its channels. If the caps make the request impossible we raise: a
+  sparsity training has made the gammas of all layers comparable (Liu et al., 2017). A group
+  never loses more than ``max_ratio`` of its channels. If the caps make the request impossible we raise: a
   library that silently prunes less than you asked for misleads every plot after it.
 
-Constraints every count obeys: at least one channel per group (per block) survives; a group
+Constraints every count obeys: at least one channel per group (per block) survives (two
+where a ``squeeze()`` would otherwise drop the axis); a group
 with ``blocks`` equal blocks (a grouped conv's outputs) loses the same number in each block;
 with ``round_to = r`` the surviving count is a multiple of ``r`` (hardware likes multiples
 of 8), so counts are rounded towards removing *less*, and a global plan then tops up with
@@ -27,6 +39,7 @@ deterministic).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +47,17 @@ import torch
 from torch import Tensor, nn
 
 from .errors import PruningError
-from .graph import ChannelGraph, Group
-from .importance import normalise
+from .graph import ChannelGraph, Group, as_input_tuple, build_graph
+from .importance import group_scores, normalise
 from .metrics import count_params
+from .settings import Settings
 from .surgery import mask as mask_model
 from .surgery import pruned_modules, pruned_params, replace_modules
 from .verify import verify_cut
 
-__all__ = ["Plan", "PruneResult", "GroupList", "allowed_removals", "select_lowest",
-           "local_counts", "global_counts"]
+__all__ = ["plan", "prune", "plan_on_graph", "choose", "slimming_ratios", "Plan", "PruneResult",
+           "GroupList", "allowed_removals", "select_lowest", "local_counts", "global_counts",
+           "EPS"]
 
 EPS = 1e-9   # floor(0.29 * 100) must be 29, not 28.999999999999996 -> 28
 
@@ -140,6 +155,154 @@ def select_lowest(scores: Tensor, k: int, blocks: int = 1,
     first = torch.searchsorted(block_of[order], block_of[order])       # start of each block
     rank = torch.arange(len(order)) - first                             # place within block
     return torch.sort(order[rank < k // blocks]).values
+
+
+# ----------------------------------------------------------------------------------------------
+# Which groups take part, and how many channels each loses
+# ----------------------------------------------------------------------------------------------
+
+def _names(model: nn.Module, layers: Iterable[str | nn.Module]) -> set[str]:
+    """Layer names from names or module objects."""
+    by_id = {id(m): n for n, m in model.named_modules()}
+    out = set()
+    for layer in layers:
+        if isinstance(layer, nn.Module):
+            if id(layer) not in by_id:
+                raise PruningError(f"ignore= holds a {type(layer).__name__} that is not part "
+                                   "of the model")
+            out.add(by_id[id(layer)])
+        else:
+            out.add(str(layer))
+    return out
+
+
+def _targets(graph: ChannelGraph, settings: Settings,
+             ignore: set[str]) -> tuple[dict[int, float], list[Group]]:
+    """Split groups into locally pruned ``{group: ratio}`` and globally ranked ones."""
+    ratios = settings.ratios
+    known = {n for g in graph.groups for n in g.owners()}
+    for name in [*ratios, *ignore]:
+        if name not in known:
+            raise PruningError(f"{name!r} is not a layer whose output channels prunekit can "
+                               f"cut; known layers: {', '.join(sorted(known))}")
+    local: dict[int, float] = {}
+    ranked: list[Group] = []
+    for g in graph.groups:
+        named = {n: ratios[n] for n in g.owners() if n in ratios}
+        if _excluded(g, named, ignore):
+            continue
+        if named:
+            local[g.index] = next(iter(named.values()))
+        elif settings.scope == "local":
+            local[g.index] = settings.ratio
+        else:
+            ranked.append(g)
+    return local, ranked
+
+
+def _excluded(g: Group, named: dict[str, float], ignore: set[str]) -> bool:
+    """Is group ``g`` left alone? (pinned, ignored, or the model output not named in ratios)
+    Refuses conflicting or impossible requests for it."""
+    if len(set(named.values())) > 1:
+        raise PruningError(f"conflicting ratios {named} for layers that share one channel "
+                           f"group ('{g.name}'); give one ratio")
+    if g.pinned:
+        if named:
+            raise PruningError(f"ratios names {list(named)} but its channels are pinned "
+                               f"({g.pinned}); they cannot be pruned exactly")
+        return True
+    return any(n in ignore for n in g.owners()) or (g.is_output and not named)
+
+
+def choose(groups: list[Group], scores: dict[int, Tensor], local: Mapping[int, float],
+           settings: Settings) -> dict[int, Tensor]:
+    """``{group index: channels to remove}``: groups in ``local`` lose their own ratio, the
+    others are ranked together at ``settings.ratio``; the lowest scores go."""
+    ranked = [g for g in groups if g.index not in local]
+    counts = local_counts([g for g in groups if g.index in local], dict(local),
+                          settings.max_ratio, settings.round_to)
+    counts.update(global_counts(ranked, scores, settings.ratio, settings.max_ratio,
+                                settings.round_to, settings.normalise))
+    by_index = {g.index: g for g in groups}
+    return {i: select_lowest(scores[i], k, by_index[i].blocks, by_index[i].block_of)
+            for i, k in counts.items() if k}
+
+
+# ----------------------------------------------------------------------------------------------
+# The three calls
+# ----------------------------------------------------------------------------------------------
+
+def plan(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: float = 0.5,
+         **settings: Any) -> Plan:
+    """Decide which channels to remove, without removing them: trace ``model`` on
+    ``example_inputs``, score, choose. Settings as :class:`prunekit.settings.Settings`."""
+    config = Settings.of(ratio=ratio, **settings)
+    as_input_tuple(example_inputs)
+    return plan_on_graph(model, build_graph(model, example_inputs), config)
+
+
+def plan_on_graph(model: nn.Module, graph: ChannelGraph, settings: Settings | None = None,
+                  **changes: Any) -> Plan:
+    """:func:`plan` on a graph already built from ``model`` (no second trace); ``changes``
+    override single settings (``plan_on_graph(m, g, s, ratio=0.3)``)."""
+    config = settings.but(**changes) if settings is not None else Settings.of(**changes)
+    local, ranked = _targets(graph, config, _names(model, config.ignore))
+    chosen = [g for g in graph.groups if g.index in local] + ranked
+    scores = group_scores(graph.root, graph, chosen, config.importance, config.data,
+                          config.batches, config.loss_fn, config.seed)
+    return Plan(model, graph, choose(chosen, scores, local, config), scores, config.summary())
+
+
+def prune(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: float = 0.5,
+          *, inplace: bool = False, **settings: Any) -> PruneResult:
+    """Remove channels from ``model``; return a :class:`PruneResult`.
+
+    Args:
+        model: any ``torch.fx``-traceable model built from the ops in :mod:`prunekit.graph`.
+        example_inputs: one batch-shaped input (or a tuple of them), e.g. ``(1, 1, 28, 28)``.
+        ratio: fraction of channels to remove, in ``[0, 1)``; ``floor(ratio * n)`` per group.
+        inplace: modify ``model`` itself instead of returning a pruned copy.
+        **settings: ``importance``, ``scope``, ``ratios``, ``ignore``, ``max_ratio``,
+            ``round_to``, ``data``, ``loss_fn``, ``batches``, ``seed``, ``normalise`` --
+            see :class:`prunekit.settings.Settings`.
+
+    Raises:
+        PruningError: for bad arguments and for models it cannot prune *exactly*; the model
+        passed in is left exactly as it was.
+    """
+    return plan(model, example_inputs, ratio, **settings).apply(inplace=inplace)
+
+
+def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
+                    max_ratio: float = 0.9) -> dict[str, float]:
+    """Network slimming's global threshold, with a per-layer cap, as per-layer ratios.
+
+    All channels of all prunable groups are ranked together by |gamma| (summed over the
+    group's BatchNorms: in a plain chain that is one BN, in a ResNet stage every BN that
+    normalises the shared channels); the lowest ``floor(ratio * N)`` are marked -- exactly
+    the channels under Liu et al.'s global threshold -- and then no group may lose more than
+    ``floor(max_ratio * size)``. Returns ``{layer name: ratio}`` for :func:`prune`'s
+    ``ratios=``. The cap means the total removed can fall short of ``ratio``: that is the
+    point, it refuses to empty a layer (the outline's uncapped version empties whole layers).
+
+    The raw |gamma| are compared, as in the paper (``prune(..., scope="global",
+    normalise=False)`` ranks the same way but tops up elsewhere to reach the full ratio).
+    A layer's gamma scale is not comparable to another's when BatchNorm follows the next
+    conv -- scaling one layer's gammas is undone downstream (Ye et al., 2018) -- but after
+    slimming the gammas split into a near-zero pile and the rest, orders of magnitude
+    apart, so every threshold inside that gap removes the same channels."""
+    if not 0.0 <= ratio < 1.0 or not 0.0 < max_ratio <= 1.0:
+        raise ValueError(f"slimming_ratios: need 0 <= ratio < 1 and 0 < max_ratio <= 1, "
+                         f"got {ratio}, {max_ratio}")
+    graph = build_graph(model, example_input)
+    groups = [g for g in graph.groups if g.prunable and g.modules("bn")]
+    scores = group_scores(graph.root, graph, groups, "bn_scale")
+    everything = torch.cat([scores[g.index] for g in groups])
+    owner = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
+    lowest = everything.argsort(stable=True)[: int(ratio * everything.numel() + EPS)]
+    below = torch.bincount(owner[lowest], minlength=len(groups)).tolist()
+    return {g.name: min(k, math.floor(max_ratio * g.size + EPS)) / g.size
+            for g, k in zip(groups, below)}
 
 
 # ----------------------------------------------------------------------------------------------
