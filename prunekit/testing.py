@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from .errors import PruningError
 from .verify import output_error
 
-__all__ = ["randomise", "Snapshot", "snapshot", "changes", "assert_prunes_exactly", "Verdict",
-           "judge", "EXACT"]
+__all__ = ["randomise", "Snapshot", "snapshot", "changes", "mask_error", "assert_prunes_exactly",
+           "Verdict", "judge", "sweep", "EXACT"]
 
 #: Relative error the tests accept between the pruned and the zero-masked model's outputs.
 EXACT = 1e-5
@@ -165,33 +165,41 @@ def _as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
+def mask_error(pruned: nn.Module, masked: nn.Module, inputs: Tensor | tuple[Tensor, ...]) -> float:
+    """The exactness check: relative error between the pruned model and the zero-masked one
+    (``plan.mask()``, made before an in-place cut) on ``inputs``; 0 means equal."""
+    inputs = _as_tuple(inputs)
+    return output_error(_run(pruned, inputs), _run(masked, inputs))
+
+
 def assert_prunes_exactly(model: nn.Module, inputs: Tensor | tuple[Tensor, ...],
                           example_inputs: Tensor | tuple[Tensor, ...] | None = None,
                           tol: float = EXACT, allow_vacuous: bool = False,
                           **settings: Any) -> Any:
-    """Plan with ``settings`` (as :func:`prunekit.plan`) on ``example_inputs`` (default: the
-    first sample of ``inputs``), cut, and assert on ``inputs`` that
+    """Plan with ``settings`` (as :func:`prunekit.plan`, plus ``inplace``) on
+    ``example_inputs`` (default: the first sample of ``inputs``), cut, and assert on
+    ``inputs`` that
 
     * something was removed, and the dense model's outputs changed (unless ``allow_vacuous``);
-    * the pruned model equals the zero-masked model (``plan.mask()``) within ``tol``;
+    * the pruned model equals the zero-masked model (:func:`mask_error`) within ``tol``;
     * with ``inplace=False`` the model passed in is untouched.
 
     Returns the :class:`~prunekit.planning.PruneResult`."""
-    import prunekit
+    from .planning import plan
 
     inputs = _as_tuple(inputs)
     example = example_inputs if example_inputs is not None else tuple(t[:1] for t in inputs)
     inplace = settings.pop("inplace", False)
     before, dense = snapshot(model), _run(copy.deepcopy(model), inputs)
-    p = prunekit.plan(model, example, **settings)
+    p = plan(model, example, **settings)
     masked = p.mask()
     result = p.apply(inplace=inplace)
-    pruned, zeroed = _run(result.model, inputs), _run(masked, inputs)
     assert result.removed, "nothing was pruned: the check would prove nothing"
-    error = output_error(pruned, zeroed)
+    error = mask_error(result.model, masked, inputs)
     assert error <= tol, f"pruned != zero-masked: relative error {error:.3g} > {tol}"
     if not allow_vacuous:
-        assert output_error(pruned, dense) > 1e3 * tol, "pruning changed nothing: vacuous"
+        change = output_error(_run(result.model, inputs), dense)
+        assert change > 100 * tol, f"pruning changed the outputs by {change:.1g}: vacuous"
     if not inplace:
         assert not changes(model, before), f"the model passed in changed: {changes(model, before)}"
     return result
@@ -209,13 +217,18 @@ class Verdict:
     message about the model), ``bad-message`` (refused, but the message blames the example
     input although the model runs on it, or reports a prunekit bug), ``wrong`` (accepted but
     not equal to the zero-masked model), ``crash`` (accepted, and the pruned model raises --
-    or the library raised something other than a PruningError). ``mutated`` lists changes to
-    the caller's model where there must be none."""
+    or the library raised something other than a PruningError). ``error``: the relative error
+    against the zero-masked model; ``change``: against the dense model (with
+    ``measure_change``: a check that passes when pruning changed nothing proves little).
+    ``mutated`` lists changes to the caller's model where there must be none; ``result`` is
+    the :class:`~prunekit.planning.PruneResult` of an accepted call."""
 
     kind: str
     detail: str = ""
     error: float = math.nan
     mutated: list[str] = field(default_factory=list)
+    change: float = math.nan
+    result: Any = field(default=None, repr=False)
 
 
 _BLAMES_INPUT = ("running the model on example input", "prunekit bug")
@@ -229,36 +242,38 @@ def _refusal(err: PruningError) -> Verdict:
 
 def judge(model: nn.Module, inputs: Tensor | tuple[Tensor, ...],
           example_inputs: Tensor | tuple[Tensor, ...] | None = None,
-          tol: float = 1e-4, **settings: Any) -> Verdict:
+          tol: float = 1e-4, measure_change: bool = False, **settings: Any) -> Verdict:
     """Prune ``model`` with ``settings`` (as :func:`prunekit.plan`, plus ``inplace``) and
     classify what happened (see :class:`Verdict`). The dense model must run on ``inputs``;
     ``example_inputs`` default to the first sample of them."""
-    import prunekit
+    from .planning import plan
 
     inputs = _as_tuple(inputs)
     example = example_inputs if example_inputs is not None else tuple(t[:1] for t in inputs)
     inplace = settings.pop("inplace", False)
     before = snapshot(model)
+    dense = _run(copy.deepcopy(model), inputs) if measure_change else None
     try:
-        p = prunekit.plan(model, example, **settings)
+        p = plan(model, example, **settings)
         masked = p.mask()
         result = p.apply(inplace=inplace)
     except PruningError as err:
         return _with_changes(_refusal(err), model, before, True)
     except Exception as err:  # noqa: BLE001 -- any other exception is the verdict
         return _with_changes(Verdict("crash", f"{type(err).__name__}: {err}"), model, before, True)
-    verdict = _compare(result.model, masked, inputs, tol)
+    verdict = _compare(result.model, masked, inputs, tol, dense)
+    verdict.result = result
     return _with_changes(verdict, model, before, not inplace)
 
 
 def _compare(pruned: nn.Module, masked: nn.Module, inputs: tuple[Tensor, ...],
-             tol: float) -> Verdict:
+             tol: float, dense: Any) -> Verdict:
     try:
-        got = _run(pruned, inputs)
+        error = mask_error(pruned, masked, inputs)
     except Exception as err:  # noqa: BLE001 -- the pruned model does not run
         return Verdict("crash", f"the pruned model raises {type(err).__name__}: {err}")
-    error = output_error(got, _run(masked, inputs))
-    return Verdict("exact" if error <= tol else "wrong", "", error)
+    change = output_error(_run(pruned, inputs), dense) if dense is not None else math.nan
+    return Verdict("exact" if error <= tol else "wrong", "", error, change=change)
 
 
 def _with_changes(verdict: Verdict, model: nn.Module, before: Snapshot,
@@ -280,6 +295,7 @@ def sweep(builds: dict[str, Callable[[], tuple[nn.Module, Tensor]]],
                 torch.manual_seed(seed)
                 model, inputs = build()
                 randomise(model, seed)
-                kwargs = {"seed": seed, **kwargs}
-                rows.append((name, setting, seed, judge(model, inputs, **kwargs)))
+                verdict = judge(model, inputs, **{"seed": seed, **kwargs})
+                verdict.result = None             # keep the rows small
+                rows.append((name, setting, seed, verdict))
     return rows

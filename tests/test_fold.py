@@ -10,6 +10,7 @@ from torch import nn
 
 import prunekit
 from prunekit.data import make_loaders
+from prunekit.testing import randomise
 from prunekit.fold import fold_batchnorm, fold_conv_bn, foldable_pairs
 from prunekit.zoo import list_pretrained, load_pretrained
 
@@ -23,12 +24,11 @@ def images() -> torch.Tensor:
 
 
 def _random_bn(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
-    g = torch.Generator().manual_seed(seed)
+    """prunekit.testing.randomise, with every other gamma negative (a fold must keep signs)."""
+    randomise(bn, seed)
     with torch.no_grad():
-        for t, lo, hi in ((bn.weight, -2, 2), (bn.bias, -1, 1), (bn.running_mean, -1, 1),
-                          (bn.running_var, 0.1, 3)):
-            t.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=g))
-    return bn.eval()
+        bn.weight[::2] *= -1
+    return bn
 
 
 @pytest.mark.parametrize("groups,bias", [(1, False), (1, True), (2, True), (6, False)])

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import prunekit
-from engine_nets import GroupedConvNet, SigmoidAct, randomise
+from engine_nets import GroupedConvNet, SigmoidAct
+from prunekit.testing import randomise
 from prunekit import PruningError, models
 from prunekit import surgery
 from prunekit.graph import build_graph
