@@ -23,7 +23,7 @@ def images() -> torch.Tensor:
     return next(iter(make_loaders("mnist", seed=0, eval_batch_size=256).test))[0]
 
 
-def _random_bn(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
+def _with_negative_gammas(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
     """prunekit.testing.randomise, with every other gamma negative (a fold must keep signs)."""
     randomise(bn, seed)
     with torch.no_grad():
@@ -35,7 +35,7 @@ def _random_bn(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
 def test_fold_conv_bn_equals_conv_then_bn_and_torchs_own_fusion(groups, bias):
     torch.manual_seed(groups)
     conv = nn.Conv2d(6, 6, 3, padding=1, groups=groups, bias=bias).eval()
-    bn = _random_bn(nn.BatchNorm2d(6), groups)
+    bn = _with_negative_gammas(nn.BatchNorm2d(6), groups)
     x = torch.randn(4, 6, 9, 9)
     folded = fold_conv_bn(conv, bn)
     with torch.no_grad():
@@ -76,7 +76,7 @@ class _Shared(nn.Module):
 def test_only_a_bn_that_alone_reads_a_conv_is_folded():
     model = _Shared().eval()
     for bn in (model.bn, model.bn2):
-        _random_bn(bn, 3)
+        _with_negative_gammas(bn, 3)
     assert foldable_pairs(model) == []
     x = torch.randn(2, 1, 7, 7)
     with torch.no_grad():
