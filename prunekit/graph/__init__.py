@@ -11,7 +11,8 @@ in every tensor that carries it, so we must also cut
   channels (Li et al., 2017, "Pruning Filters for Efficient ConvNets", section 3.3).
 
 We find these sets by tracing the model once with ``torch.fx`` (in eval mode) and running
-the traced graph on an example input, so every tensor's shape is known. Every tensor gets a
+the traced graph on an example input, so every tensor's shape is known -- both on a probe copy
+(:mod:`.preflight`), so the model you pass in is never run or changed. Every tensor gets a
 :class:`~prunekit.graph.flow.Flow`: which channel sits at each position -- along whatever
 axis the channels are (channels-first, channels-last, tokens, attention heads) -- and whether
 the value would be exactly zero if that channel were removed.
@@ -39,15 +40,22 @@ LayerNorm, GroupNorm           pin the channels they normalise together (removin
                                changes the others' statistics); the MLP inside is free
 attention                      whole heads (q, k, v rows + output columns) are the units
 model input / model output     pinned (the output keeps its classes unless named in ratios)
+a width used as a number       pinned (``x / x.shape[1]``, ``conv.out_channels`` read in
+                               forward(), a statistic of a parameter that would be cut)
+hooks, parametrizations,       refused (they compute where the trace cannot see them)
+in-place ops others read
 anything else                  refused with :class:`~prunekit.PruningError` -- unless every
                                channel it sees is pinned anyway (then nothing changes)
 =============================  ===========================================================
 
 A *group* (:class:`Group`) is every channel created together, with every layer that
 produces it (cuts output rows), normalises it, passes it through (depthwise) or reads it
-(cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.atoms` (union-find),
-:mod:`.flow` (per-tensor labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one
-module per op family), :mod:`.collect` (atoms -> groups), :mod:`.model` (the result).
+(cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.preflight` (what a
+trace cannot see; the probe copy), :mod:`.atoms` (union-find), :mod:`.flow` (per-tensor
+labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one module per op family),
+:mod:`.kinds` (the table of layer kinds), :mod:`.collect` (atoms -> groups), :mod:`.model`
+(the result). A plan made from the groups is checked before it is applied
+(:mod:`prunekit.verify`): the net under every rule.
 """
 
 from __future__ import annotations

@@ -430,7 +430,8 @@ class ChannelTracer(fx.Interpreter):
         self.mac_sites.append(MacSite(int(total), tuple(maps)))
 
     def check(self, n: fx.Node, labels: Tensor) -> None:
-        """Sizes read at run time (``x.size(1) // 2``): verified when the plan is applied."""
+        """Sizes read at run time (``x.size(1) // 2``): which groups they depend on (every cut
+        is checked when the plan is applied; these nodes are where to look first)."""
         self.checks.append((n.name, labels.reshape(-1)))
 
     # -- refusing ------------------------------------------------------------------------------
