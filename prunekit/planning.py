@@ -105,10 +105,13 @@ def global_counts(groups: list[Group], scores: dict[int, Tensor], ratio: float,
     caps = {g.index: max(allowed_removals(g.size, g.blocks, round_to, _cap(g, max_ratio),
                                           g.min_keep)) for g in groups}
     if sum(caps.values()) < target:
+        kept = next((g for g in groups if g.min_keep > 1), None)
+        also = f", and '{kept.name}' must keep {kept.min_keep} ({kept.min_keep_why})" if kept \
+            else ""
         raise PruningError(
             f"global ratio {ratio} asks for {target} of {total} channels, but max_ratio="
-            f"{max_ratio} (with round_to={round_to}) lets at most {sum(caps.values())} go; "
-            "raise max_ratio or lower the ratio")
+            f"{max_ratio} (with round_to={round_to}{also}) lets at most {sum(caps.values())} "
+            "go; raise max_ratio or lower the ratio")
     scale = normalise if normalised else (lambda s: s)
     ranked = {g.index: torch.sort(scale(scores[g.index]), stable=True).values for g in groups}
     # Within a group the lowest scores go first, so a cap is a prefix: rank the prefixes only.
