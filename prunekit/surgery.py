@@ -165,24 +165,57 @@ def _restore(layer: nn.Module, name: str, value: Tensor) -> None:
 def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
                   fresh: bool = False) -> None:
     """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``. With
-    ``fresh``, every tensor is first replaced by a clone (``model`` is a probe that shares its
-    parameters with another model, which must not change)."""
+    ``fresh`` (``model`` is a probe that shares its parameters with another model, which
+    must not change) a tensor is cloned before it is zeroed -- except the rows of a plain
+    conv or linear layer: there zeroing the output channels they write is the same function
+    and needs no copy of the weight (:func:`_zero_outputs`)."""
     cloned: set[tuple[str, str]] = set()
-    for group in graph.groups:
-        channels = removed.get(group.index)
-        if channels is None or not len(channels):
+    outputs: dict[str, list[Tensor]] = {}
+    for path, name, dim, index in _sites(graph, removed):
+        layer = model.get_submodule(path)
+        t = getattr(layer, name, None)
+        if not isinstance(t, Tensor):
             continue
-        for path, name, dim, index in graph.zero_sites(group, channels):
-            layer = model.get_submodule(path)
-            t = getattr(layer, name, None)
-            if not isinstance(t, Tensor):
-                continue
-            if fresh and (path, name) not in cloned:
-                t = t.detach().clone()
-                set_tensor(layer, name, t, getattr(layer, name))
-                t = getattr(layer, name)
-                cloned.add((path, name))
-            t.data.index_fill_(dim, index.to(t.device), 0)
+        if fresh and _output_axis(layer, name, dim) is not None:
+            outputs.setdefault(path, []).append(index)
+            continue
+        if fresh and (path, name) not in cloned:
+            set_tensor(layer, name, t.detach().clone(), t)
+            t = getattr(layer, name)
+            cloned.add((path, name))
+        t.data.index_fill_(dim, index.to(t.device), 0)
+    for path, indices in outputs.items():
+        _zero_outputs(model.get_submodule(path), torch.unique(torch.cat(indices)))
+
+
+def _sites(graph: ChannelGraph, removed: Mapping[int, Tensor]) -> list[tuple]:
+    return [site for g in graph.groups if len(removed.get(g.index, ()))
+            for site in graph.zero_sites(g, removed[g.index])]
+
+
+_PLAIN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+          nn.ConvTranspose3d, nn.Linear)
+
+
+def _output_axis(layer: nn.Module, name: str, dim: int) -> int | None:
+    """The output axis whose channel ``layer.name[dim]`` writes alone -- for a plain conv /
+    linear (exactly a torch.nn class: a subclass's forward may do more) -- else None."""
+    if type(layer) not in _PLAIN or name not in ("weight", "bias"):
+        return None
+    rows = 1 if getattr(layer, "transposed", False) and name == "weight" else 0
+    if dim != rows:
+        return None
+    return -1 if isinstance(layer, nn.Linear) else 1
+
+
+def _zero_outputs(layer: nn.Module, index: Tensor) -> None:
+    """Set output channels ``index`` of a probe's layer to zero after it runs: what zeroing
+    their weight rows and biases computes, without copying the weight."""
+    axis = -1 if isinstance(layer, nn.Linear) else 1
+
+    def hook(_: nn.Module, __: tuple, out: Tensor) -> Tensor:
+        return out.index_fill(axis, index.to(out.device), 0)
+    layer.register_forward_hook(hook)
 
 
 def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
