@@ -17,6 +17,7 @@ Which rows, columns and slices a channel owns is the graph's knowledge
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,16 +168,20 @@ def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, T
     """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``. With
     ``fresh`` (``model`` is a probe that shares its parameters with another model, which
     must not change) a tensor is cloned before it is zeroed -- except the rows of a plain
-    conv or linear layer: there zeroing the output channels they write is the same function
-    and needs no copy of the weight (:func:`_zero_outputs`)."""
+    conv or linear layer that only the layer itself reads: there zeroing the output channels
+    they write is the same function and needs no copy of the weight (:func:`_zero_outputs`).
+    A weight that ``forward()`` also reads directly (``F.linear(x, self.l1.weight)``) is
+    zeroed like any other tensor, or the check would compare against another function than
+    :meth:`~prunekit.planning.Plan.mask`."""
     cloned: set[tuple[str, str]] = set()
     outputs: dict[str, list[Tensor]] = {}
+    read = _read_directly(model, graph) if fresh else set()
     for path, name, dim, index in _sites(graph, removed):
         layer = model.get_submodule(path)
         t = getattr(layer, name, None)
         if not isinstance(t, Tensor):
             continue
-        if fresh and _output_axis(layer, name, dim) is not None:
+        if fresh and _output_axis(layer, name, dim) is not None and id(t) not in read:
             outputs.setdefault(path, []).append(index)
             continue
         if fresh and (path, name) not in cloned:
@@ -186,6 +191,22 @@ def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, T
         t.data.index_fill_(dim, index.to(t.device), 0)
     for path, indices in outputs.items():
         _zero_outputs(model.get_submodule(path), torch.unique(torch.cat(indices)))
+
+
+def _read_directly(model: nn.Module, graph: ChannelGraph) -> set[int]:
+    """Identities of the tensors of ``model`` that ``forward()`` reads as attributes (fx
+    ``get_attr`` nodes), not only through their layer. By identity, not by name: a tied or
+    twice-registered weight is traced under its first name only."""
+    read = set()
+    for node in graph.fx_graph.nodes:
+        if node.op == "get_attr":
+            try:
+                value = operator.attrgetter(str(node.target))(model)
+            except AttributeError:               # a constant of the traced graph, not the model's
+                continue
+            if isinstance(value, Tensor):
+                read.add(id(value))
+    return read
 
 
 def _sites(graph: ChannelGraph, removed: Mapping[int, Tensor]) -> list[tuple]:

@@ -74,6 +74,19 @@ def test_a_functional_layer_with_another_layers_bias_is_refused():
         build_graph(Head(block), X[:1])
 
 
+@pytest.mark.parametrize("fn", [
+    lambda s, x: F.relu(s.a(x)) + F.conv2d(x, s.a.weight, padding=1),
+    lambda s, x: F.relu(s.a(x) + F.conv2d(x, s.same.weight, s.a.bias, padding=1)),
+], ids=["layer_and_functional", "under_a_second_name"])
+def test_a_weight_read_by_its_layer_and_directly_in_forward_is_cut_exactly(fn):
+    # The check's zero-mask must zero that weight where forward() reads it too (as
+    # plan.mask() does), not only the layer's outputs, or an exact cut is refused.
+    block = Lambda(fn, a=nn.Conv2d(8, 8, 3, padding=1))
+    block.same = block.a
+    for importance in ("l1", "random"):
+        assert exact(Head(block), importance=importance).model.body.a.out_channels == 4
+
+
 def test_batch_norm_with_batch_statistics_and_plain_affine_parameters_is_cut_per_channel():
     block = Lambda(lambda s, x: F.relu(F.batch_norm(s.conv(x), None, None, s.g, s.b, True)),
                    conv=nn.Conv2d(8, 8, 3, padding=1))
