@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .errors import PruningError
 from .graph import ChannelGraph, build_graph
 from .metrics import count_params
-from .planning import EPS, _names, plan_on_graph
+from .planning import EPS, layer_names, plan_on_graph
 from .settings import Settings
 
 __all__ = ["prune_iteratively", "schedule_keep", "SCHEDULES"]
@@ -95,7 +95,7 @@ def prune_iteratively(model: nn.Module, example_inputs: Tensor | tuple[Tensor, .
                            "pass target= and steps=")
     keep = schedule_keep(target, steps, schedule)
     config = Settings.of(**prune_kwargs)
-    skip = _names(model, config.ignore)
+    skip = layer_names(model, config.ignore)
     graph = build_graph(model, example_inputs)
     start = _group_sizes(graph, skip)
     current, history = model, []

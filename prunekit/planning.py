@@ -56,8 +56,8 @@ from .surgery import pruned_modules, pruned_params, replace_modules
 from .verify import verify_cut
 
 __all__ = ["plan", "prune", "plan_on_graph", "choose", "slimming_ratios", "Plan", "PruneResult",
-           "GroupList", "allowed_removals", "select_lowest", "local_counts", "global_counts",
-           "EPS"]
+           "GroupList", "layer_names", "allowed_removals", "select_lowest", "local_counts",
+           "global_counts", "EPS"]
 
 EPS = 1e-9   # floor(0.29 * 100) must be 29, not 28.999999999999996 -> 28
 
@@ -164,8 +164,8 @@ def select_lowest(scores: Tensor, k: int, blocks: int = 1,
 # Which groups take part, and how many channels each loses
 # ----------------------------------------------------------------------------------------------
 
-def _names(model: nn.Module, layers: Iterable[str | nn.Module]) -> set[str]:
-    """Layer names from names or module objects."""
+def layer_names(model: nn.Module, layers: Iterable[str | nn.Module]) -> set[str]:
+    """Layer names from names or module objects (``ignore=[model.fc]`` or ``["fc"]``)."""
     by_id = {id(m): n for n, m in model.named_modules()}
     out = set()
     for layer in layers:
@@ -248,8 +248,11 @@ def plan_on_graph(model: nn.Module, graph: ChannelGraph, settings: Settings | No
                   **changes: Any) -> Plan:
     """:func:`plan` on a graph already built from ``model`` (no second trace); ``changes``
     override single settings (``plan_on_graph(m, g, s, ratio=0.3)``)."""
-    config = settings.but(**changes) if settings is not None else Settings.of(**changes)
-    local, ranked = _targets(graph, config, _names(model, config.ignore))
+    if settings is None:
+        config = Settings.of(**changes)
+    else:                                     # checked once: when made, and again if changed
+        config = settings.but(**changes) if changes else settings
+    local, ranked = _targets(graph, config, layer_names(model, config.ignore))
     chosen = [g for g in graph.groups if g.index in local] + ranked
     scores = group_scores(graph.root, graph, chosen, config.importance, config.data,
                           config.batches, config.loss_fn, config.seed)
