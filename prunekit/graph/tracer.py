@@ -193,7 +193,7 @@ class ChannelTracer(fx.Interpreter):
         if reader is not None:
             raise self.refuse(n, f"it changes '{target.name}' in place and node '{reader}' "
                               "reads it afterwards, so the channels there are not what the "
-                              f"graph says; write '{target.name} = {target.name} + ...' instead")
+                              f"graph says; {_out_of_place_advice(n, target.name)}")
 
     def _read_after(self, target: fx.Node, n: fx.Node) -> str | None:
         """A node still to run that reads ``target``'s tensor or a view of its memory."""
@@ -506,6 +506,16 @@ def in_place(n: fx.Node, module: nn.Module | None) -> bool:
     name = fn_name(n) or getattr(n.target, "__name__", "")
     return (name.endswith("_") and not name.startswith("_")) or name in _INPLACE_OPERATORS \
         or n.kwargs.get("inplace") is True
+
+
+def _out_of_place_advice(n: fx.Node, name: str) -> str:
+    """What to write instead of an in-place op: its out-of-place twin on a new name."""
+    if n.op == "call_module" or n.kwargs.get("inplace") is True:
+        return "construct it with inplace=False"
+    op = fn_name(n) or getattr(n.target, "__name__", "")
+    if op.endswith("_") and not op.startswith("_"):
+        return f"use the out-of-place '{op[:-1]}' instead of '{op}' (a new tensor)"
+    return f"write '{name} = {name} + ...' instead of an augmented assignment such as +="
 
 
 def _same_flow(a: Flow, b: Flow, shape: torch.Size) -> bool:

@@ -92,3 +92,23 @@ def test_a_constant_moved_with_to_does_not_take_the_channels_of_its_target():
                    a=nn.Conv2d(8, 8, 1), b=nn.Conv2d(8, 8, 1))
     graph = build_graph(Head(block), X[:1])
     assert "constant tensor" in graph.group_of("body.a").pinned
+
+
+def _add_in_place(s, x):
+    y = s.a(x)
+    y.add_(1)                                  # changes y; fx records a node nobody uses
+    return s.b(y)
+
+
+def _relu_in_place(s, x):
+    y = s.a(x)
+    y.relu_()                                  # changes y, but zero stays zero
+    return s.b(y)
+
+
+def test_an_in_place_op_that_changes_what_a_later_node_reads_is_refused_by_name():
+    block = Lambda(_add_in_place, a=nn.Conv2d(8, 8, 1), b=nn.Conv2d(8, 8, 1))
+    with pytest.raises(PruningError, match=r"node 'add_' = method \.add_\(\): it changes 'body_a' "
+                       r"in place and node 'body_b' reads it.*out-of-place 'add' instead"):
+        build_graph(Head(block), X[:1])
+    exact(Head(Lambda(_relu_in_place, a=nn.Conv2d(8, 8, 1), b=nn.Conv2d(8, 8, 1))))
