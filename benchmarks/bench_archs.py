@@ -69,12 +69,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # prunekit from th
 
 from prunekit.metrics import count_macs, count_params  # noqa: E402
 from prunekit.testing import judge, randomise  # noqa: E402
-from prunekit.verify import output_error  # noqa: E402
+from prunekit.verify import TOLERANCE, output_error  # noqa: E402
 from machine import cpu_name  # noqa: E402
 from torchvision_models import import_torchvision, torchvision_version  # noqa: E402
 
 RATIO = 0.3
-TOLERANCE = 1e-4  # relative max error below which two outputs count as equal
 REASON_CHARS = 150  # how much of an error message goes into the table
 LIBRARIES = ("prunekit", "Torch-Pruning")
 RESULT_TAG = "BENCH_ARCHS_RESULT "  # marks the child's JSON line on its stdout

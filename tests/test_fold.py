@@ -11,6 +11,7 @@ from torch import nn
 import prunekit
 from prunekit.data import make_loaders
 from prunekit.testing import randomise
+from prunekit.verify import output_error
 from prunekit.fold import fold_batchnorm, fold_conv_bn, foldable_pairs
 from prunekit.zoo import list_pretrained, load_pretrained
 
@@ -95,7 +96,7 @@ def test_every_zoo_model_folded_equals_unfolded_dense_and_pruned(name, images):
         assert len(foldable_pairs(model)) == bns                # every BN of the zoo folds
         with torch.no_grad():
             want, got = model(images), folded(images)
-        error = float((got - want).abs().max()) / float(want.abs().max())
+        error = output_error(got, want)
         assert error < TOLERANCE, f"{name}: relative error {error:.2e}"
         assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
