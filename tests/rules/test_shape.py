@@ -97,6 +97,19 @@ def test_pad_layers_pad_each_channel_alone(pad):
     assert result.model.body[0].out_channels == 4
 
 
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_channels_padded_by_f_pad_and_read_by_a_conv_are_pinned_not_refused(value):
+    # the padded tensor goes straight into a conv (not only into a residual add): the new
+    # channels are pinned per channel, so the conv reads channels along one axis
+    block = Lambda(lambda s, x: s.b(F.pad(s.a(x), (0, 0, 0, 0, 1, 1), value=value)),
+                   a=nn.Conv2d(8, 8, 1), b=nn.Conv2d(10, 8, 1))
+    result = exact(Head(block))
+    assert result.model.body.a.out_channels == 8 and result.model.body.b.in_channels == 10
+    assert result.model.body.b.out_channels == 4
+    assert "padded on channels by F.pad" in build_graph(Head(block), X[:1]).group_of(
+        "body.a").pinned
+
+
 def test_a_constant_pad_of_one_read_by_a_conv_is_refused():
     block = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ConstantPad2d(1, 1.0), nn.Conv2d(8, 8, 3))
     with pytest.raises(PruningError, match="pads with the constant 1.0"):

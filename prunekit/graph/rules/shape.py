@@ -488,8 +488,11 @@ def pad(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow
     if any(f.labels.shape[d] > 1 for d in padded):
         reason = f"padded on channels by F.pad at node '{n.name}' (option-A shortcut)"
         tr.atoms.pin(f.labels, reason)
-        labels = tr.pinned_like(torch.zeros(out.shape, dtype=torch.long), reason)
-        return tr.compressed(labels, torch.ones(out.shape, dtype=torch.bool))
+        # new pinned channels, one per position of the axes that carried channels (not one
+        # per element: a layer reading the padded tensor must still see channels on one axis)
+        small = [out.shape[d] if f.labels.shape[d] > 1 else 1 for d in range(out.dim())]
+        labels = tr.pinned_like(torch.zeros(small, dtype=torch.long), reason)
+        return tr.compressed(labels, torch.ones(small, dtype=torch.bool))
     if mode == "constant" and value not in (None, 0, 0.0):
         return f.with_zero(False, tr.why(n, f"pads with the constant {value}", m))
     return f
