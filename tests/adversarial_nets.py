@@ -854,6 +854,92 @@ def _bn_batch_stats() -> nn.Module:
     return net
 
 
+# ==============================================================================================
+# A second round, written after the fixes: channel positions, sizes and parameters used in
+# other ways, layers reused, weights read twice. Each is exact or refused by name.
+# ==============================================================================================
+
+body("index_times_channel", lambda s, x: s.b(s.a(x) * torch.arange(
+    C, dtype=x.dtype).view(1, -1, 1, 1)), a=conv(), b=conv())
+body("index_of_run_time_width", lambda s, x: (lambda y: s.b(y * torch.arange(
+    y.shape[1], dtype=y.dtype).view(1, -1, 1, 1)))(s.a(x)), "W1", a=conv(), b=conv())
+body("width_to_a_power", lambda s, x: (lambda y: s.b(y * y.shape[1] ** -0.5))(s.a(x)), "W1",
+     a=conv(), b=conv())
+body("fan_in_of_the_next_layer", lambda s, x: s.b(s.a(x) / s.b.weight.shape[1] ** 0.5), "W1",
+     a=conv(), b=conv())
+body("strided_channel_slice", lambda s, x: s.b(s.a(x)[:, ::2]), a=conv(), b=conv(C // 2, C))
+body("channel_index_list", lambda s, x: s.b(s.a(x)[:, [0, 3, 5, 6]]), a=conv(), b=conv(4, C))
+body("channel_slice_from_one", lambda s, x: s.b(s.a(x)[:, 1:]), a=conv(), b=conv(C - 1, C))
+body("split_unequal", lambda s, x: (lambda p: torch.cat([s.b(p[0]), s.c(p[1])], 1))(
+    s.a(x).split([3, 5], 1)), width=2 * C, a=conv(), b=conv(3, C), c=conv(5, C))
+body("unflatten_then_sum", lambda s, x: s.b(s.a(x).unflatten(1, (2, C // 2)).sum(1)),
+     a=conv(), b=conv(C // 2, C))
+body("stack_on_the_channel_axis", lambda s, x: (lambda y: s.b(torch.stack([y, -y], 1).flatten(
+    1, 2)))(s.a(x)), a=conv(), b=conv(2 * C, C))
+body("repeat_channels", lambda s, x: s.b(s.a(x).repeat(1, 2, 1, 1)), a=conv(), b=conv(2 * C, C))
+body("cumsum_over_channels", lambda s, x: s.b(s.a(x).cumsum(1)), a=conv(), b=conv())
+body("channel_sum_added_back", lambda s, x: (lambda y: s.b(y + y.sum(1, keepdim=True)))(
+    s.a(x)), a=conv(), b=conv())
+body("sort_over_channels", lambda s, x: s.b(s.a(x).sort(1).values), a=conv(), b=conv())
+body("layer_norm_channels_first", lambda s, x: (lambda y: s.b(
+    (y - y.mean(1, keepdim=True)) / (y.var(1, keepdim=True) + 1e-6).sqrt()))(s.a(x)),
+    a=conv(), b=conv())
+body("prefix_of_a_longer_parameter", lambda s, x: (lambda y: s.b(
+    y * s.g[: y.shape[1]].view(1, -1, 1, 1)))(s.a(x)), "W2", a=conv(), b=conv(),
+    g=lambda: nn.Parameter(torch.rand(2 * C) + 0.5))
+body("own_bias_added_again", lambda s, x: s.b(s.a(x) + s.a.bias.view(1, -1, 1, 1)), "W3",
+     a=conv(), b=conv())
+body("sum_of_the_next_weight", lambda s, x: s.b(s.a(x) * s.b.weight.sum()), "W2", a=conv(),
+     b=conv())
+body("weight_read_by_layer_and_function", lambda s, x: s.b(F.relu(s.a(x)) + F.conv2d(
+    x, s.a.weight, padding=1)), "W4", a=conv(), b=conv())
+body("same_conv_twice", lambda s, x: s.a(F.relu(s.a(x))), "W4", a=conv())
+body("block_in_a_loop", lambda s, x: (lambda y: y + s.blk(y + s.blk(y + s.blk(y))))(x), "W4",
+     blk=seq(conv(), lambda: nn.BatchNorm2d(C), nn.ReLU, conv()))
+body("channel_pad_into_a_conv", lambda s, x: s.b(F.pad(s.a(x), (0, 0, 0, 0, 1, 1))), "refusal",
+     a=conv(), b=conv(C + 2, C))
+def _heads_from_width(s: nn.Module, x: Tensor) -> Tensor:
+    """Two attention heads over pixels, the head size read from the run-time width."""
+    y = s.qkv(x)
+    q, k, v = y.view(y.shape[0], 3, 2, y.shape[1] // 6, -1).unbind(1)
+    a = torch.softmax(q.transpose(-1, -2) @ k / (y.shape[1] // 6) ** 0.5, -1)
+    return s.proj((v @ a.transpose(-1, -2)).reshape(x.shape))
+
+
+body("heads_from_run_time_width", _heads_from_width, qkv=conv(C, 3 * C, 1), proj=conv(C, C, 1))
+
+
+@case("channel_mask_buffer")
+def _channel_mask() -> nn.Module:
+    net = img(lambda s, x: pool_fc(s, s.b(s.a(s.stem(x)).masked_fill(s.off, 0.0))),
+              a=conv()(), b=conv()())
+    net.register_buffer("off", torch.tensor([0, 1, 0, 0, 1, 0, 0, 0]).bool().view(1, -1, 1, 1))
+    return net
+
+
+@case("per_channel_buffer_indexed")
+def _scale_buffer() -> nn.Module:
+    net = img(lambda s, x: pool_fc(s, s.b(s.a(s.stem(x)) * s.scale[None, :, None, None])),
+              a=conv()(), b=conv()())
+    net.register_buffer("scale", torch.rand(C) + 0.5)
+    return net
+
+
+def _lm(tie: Callable[[nn.Module, Tensor], Tensor]) -> Callable[[], nn.Module]:
+    """Embedding -> residual MLP -> a head tied to the embedding (``tie``) -> Linear(20, 10)."""
+    def build() -> nn.Module:
+        return Net(lambda s, x: (lambda h: s.out(tie(s, h + s.down(F.relu(s.up(h)))).mean(1)))(
+            s.emb(x)), emb=nn.Embedding(20, 16), up=nn.Linear(16, 32), down=nn.Linear(32, 16),
+            out=nn.Linear(20, 10))
+    return build
+
+
+CASES["lm_head_is_embedding_transposed"] = Case(_lm(lambda s, h: h @ s.emb.weight.t()), "W4",
+                                                (6,), torch.long)
+CASES["lm_head_by_f_linear"] = Case(_lm(lambda s, h: F.linear(h, s.emb.weight)), "W4", (6,),
+                                    torch.long)
+
+
 def builds() -> dict[str, Callable[[], tuple[nn.Module, Tensor]]]:
     """For :func:`prunekit.testing.sweep`: name -> () -> (model, inputs of batch 3)."""
     return {name: (lambda c=c: (c.build(), c.inputs())) for name, c in CASES.items()}
