@@ -22,12 +22,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 import tiny  # noqa: E402
 
-from prunekit.grade import RECORD_MIME, autograde, batch, cells, contract, install, record, records  # noqa: E402
-from prunekit.grade import reference, report, sandbox, seeding  # noqa: E402
-from prunekit.grade.catalog import SubmissionError, identify, load_catalog, load_exercise  # noqa: E402
+from prunekit.grade import RECORD_MIME, assemble, batch, cells, contract, record, reference, report  # noqa: E402
+from prunekit.grade import sandbox, score  # noqa: E402
+from prunekit.grade.catalog import identify, load_catalog, load_exercise  # noqa: E402
 from prunekit.grade.compare import values_match  # noqa: E402
 from prunekit.grade.generate import generate, make_exercise, render  # noqa: E402
-from prunekit.grade.runner import CellRun, Limits  # noqa: E402
+from prunekit.grade.kernel import records, seeding  # noqa: E402
+from prunekit.grade.limits import Limits, SubmissionError  # noqa: E402
+from prunekit.grade.results import GradeResult, TaskResult  # noqa: E402
+from prunekit.grade.runner import CellRun  # noqa: E402
+from prunekit.grade.sandbox import install  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -63,7 +67,8 @@ def test_encode_keeps_types_apart():
 
 
 @pytest.mark.parametrize("expected, actual, ok", [
-    (3, 3, True), (3, 4, False), (True, 1, False), (3, {"__float__": 3.0}, False), ("a", "a", True),
+    (3, 3, True), (3, 4, False), (True, 1, False), (3, {"__float__": 3.0}, True), (3, {"__float__": 3.5}, False),
+    ("a", "a", True),
     ({"__float__": 1.0}, {"__float__": 1.0 + 1e-6}, True), ({"__float__": 1.0}, {"__float__": 1.01}, False),
     ({"__float__": "nan"}, {"__float__": "nan"}, True), ({"__float__": "inf"}, {"__float__": 1e308}, False),
     ([1, 2], [1, 2, 3], False), ({"a": 1}, {"a": 1, "b": 2}, False), ({"a": 1}, {"a": 1}, True),
@@ -182,10 +187,10 @@ def test_the_contract_wants_points_and_a_record():
 def test_hidden_markers_become_reseeds_on_the_same_line():
     src = ("x = f()\nif True:\n    ### BEGIN HIDDEN TESTS\n    y = 1\n    ### END HIDDEN TESTS\n"
            "### BEGIN HIDDEN TESTS\nz = 2")
-    out = seeding.reseed_hidden_blocks(src + "\n### END HIDDEN TESTS", "test_f").split("\n")
+    out = assemble.reseed_hidden_blocks(src + "\n### END HIDDEN TESTS", "test_f").split("\n")
     assert len(out) == len(src.split("\n")) + 1  # line numbers in messages stay right
-    assert out[2] == "    " + seeding.reseed_code("test_f#hidden0") + "  # ### BEGIN HIDDEN TESTS"
-    assert out[5].startswith(seeding.reseed_code("test_f#hidden1"))
+    assert out[2] == "    " + assemble.reseed_code("test_f#hidden0") + "  # ### BEGIN HIDDEN TESTS"
+    assert out[5].startswith(assemble.reseed_code("test_f#hidden1"))
     compile("\n".join(out), "cell", "exec")
 
 
@@ -229,13 +234,13 @@ def test_assembly_reseeds_before_tests_hides_them_from_history_and_skips_trailin
     solution.cells.append(nbformat.v4.new_code_cell("print('a demo after the last test')"))
     nbformat.write(solution, tmp_path / "ex90_tiny.ipynb")
     exercise = load_exercise(tmp_path / "ex90_tiny.ipynb")
-    nb, steps, notes = autograde.assemble(exercise, make_exercise(solution))
+    nb, steps, notes = assemble.assemble(exercise, make_exercise(solution))
     assert [s.kind for s in steps][-2:] == ["test", "skip"] and nb.cells[-1].source == ""
-    options = autograde.run_options(steps)
+    options = assemble.run_options(steps)
     tests = [i for i, s in enumerate(steps) if s.kind == "test"]
     assert options.private == set(tests)
-    assert options.preludes == {i: seeding.reseed_code(steps[i].grade_id) for i in tests}
-    assert seeding.reseed_code("test-double#hidden0") in nb.cells[2].source
+    assert options.preludes == {i: assemble.reseed_code(steps[i].grade_id) for i in tests}
+    assert assemble.reseed_code("test-double#hidden0") in nb.cells[2].source
     assert notes == []  # the instructor's own cells, unlabelled ones included, are not "cells you added"
 
 
@@ -244,7 +249,7 @@ def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the
     sub = tiny.with_solutions(tiny.tiny_solution(), {"tiny-double": "def double(x):\n    return x * 2",
                                                       "test-double": "pass", "setup": "import os"})
     sub.cells.append(nbformat.v4.new_code_cell("def helper(): pass"))
-    nb, steps, notes = autograde.assemble(exercise, sub)
+    nb, steps, notes = assemble.assemble(exercise, sub)
     sources = [c.source for c in nb.cells]
     assert sources[1] == "def double(x):\n    return x * 2"
     assert sources[0].startswith("import torch") and "BEGIN HIDDEN TESTS" in sources[2]
@@ -256,8 +261,8 @@ def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the
 # ---------------------------------------------------------------- scoring messages
 def _steps():
     test_src = "assert f(1) == 2, 'f(1) should be 2'\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS"
-    return [autograde.Step("solution", "sol-f", "sol-f"),
-            autograde.Step("test", "test-f", "test-f", test_src, points=2.0)]
+    return [assemble.Step("solution", "sol-f", "sol-f"),
+            assemble.Step("test", "test-f", "test-f", test_src, points=2.0)]
 
 
 def _tb(line: int) -> list[str]:
@@ -278,14 +283,14 @@ def _tb(line: int) -> list[str]:
     (CellRun(1, "timeout", detail="timed out after 5 s"), "timed out after 5 s while running the tests"),
 ])
 def test_task_messages(test_run, message):
-    (task,) = autograde.score(_steps(), [CellRun(0, "ok"), test_run], {"test-f": [{"key": "k", "value": 2}]})
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), test_run], {"test-f": [{"key": "k", "value": 2}]})
     assert task.message == message
     assert task.score == (2.0 if message == "passed" else 0.0)
 
 
 def test_a_hint_recorded_by_the_solution_is_the_message():
     expected = {"test-f": [{"key": "k", "value": 2, "hint": "ties: lower index first"}]}
-    (task,) = autograde.score(_steps(), [CellRun(0, "ok"), CellRun(1, "ok", records=[
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), CellRun(1, "ok", records=[
         {"key": "k", "value": 3, "hint": "the student's own hint is ignored"}])], expected)
     assert task.message == "value of 'k' differs from the expected result: ties: lower index first"
 
@@ -293,15 +298,15 @@ def test_a_hint_recorded_by_the_solution_is_the_message():
 def test_a_dependency_failure_is_named_in_the_message():
     runs = [CellRun(0, "error", "SyntaxError", "invalid syntax"),
             CellRun(1, "error", "NameError", "name 'f' is not defined")]
-    (task,) = autograde.score(_steps(), runs, {})
+    (task,) = score.score(_steps(), runs, {})
     assert task.message == ("SyntaxError: invalid syntax in your code ('sol-f'); "
                             "then the test failed: NameError: name 'f' is not defined")
 
 
 def test_reports_have_the_documented_shape(tmp_path):
-    result = autograde.GradeResult("ex", 2.0, 3.0, [
-        autograde.TaskResult("t1", 2.0, 2.0, True, "passed"),
-        autograde.TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
+    result = GradeResult("ex", 2.0, 3.0, [
+        TaskResult("t1", 2.0, 2.0, True, "passed"),
+        TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
     report.write_gradebook(tmp_path / "g.csv", [("alice", result)], ["t1", "t2"])
     assert list(csv.DictReader(open(tmp_path / "g.csv"))) == [
         {"submission": "alice", "exercise": "ex", "t1": "2", "t2": "0", "total": "2", "max_score": "3", "error": ""}]
@@ -309,13 +314,13 @@ def test_reports_have_the_documented_shape(tmp_path):
     md = report.feedback_markdown("alice", result)
     assert "**Score: 2 / 3**" in md and "failed: AssertionError: a\\|b" in md
     result.notes.append("a note")
-    assert autograde.GradeResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
+    assert GradeResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
 
 
 def test_merge_reads_results_and_names_missing_ones(tmp_path, capsys):
     from prunekit.grade.merge import main as merge
 
-    result = autograde.GradeResult("ex", 1.0, 2.0, [autograde.TaskResult("t1", 1.0, 2.0, False, "x")])
+    result = GradeResult("ex", 1.0, 2.0, [TaskResult("t1", 1.0, 2.0, False, "x")])
     (tmp_path / "res").mkdir()
     report.write_json(result, tmp_path / "res" / "alice.json")
     (tmp_path / "res" / "broken.json").write_text("{ not json")
@@ -357,7 +362,7 @@ def test_the_box_binds_no_repository_and_shares_no_namespace(tmp_path):
 
 
 def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.box.shutil, "which", lambda name: None)
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
         sandbox.resolve("auto", tmp_path, ci=True)
     with pytest.raises(sandbox.SandboxUnavailable):
@@ -370,7 +375,7 @@ def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatc
 def test_the_cli_refuses_to_grade_without_the_sandbox_in_ci(tmp_path, monkeypatch, capsys):
     from prunekit.grade.__main__ import main
 
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.box.shutil, "which", lambda name: None)
     monkeypatch.setenv("CI", "true")
     tiny.write_solutions(tmp_path / "sol")
     nbformat.write(tiny.tiny_solution(), tmp_path / "a.ipynb")
@@ -384,8 +389,9 @@ def test_the_installed_copy_is_the_package_and_nothing_else(tmp_path):
     copied = sorted(p.relative_to(site / "prunekit") for p in (site / "prunekit").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts)
     assert copied == [p.relative_to(install.PACKAGE) for p in install.package_files()]
-    assert (site / "prunekit" / "grade" / "records.py").exists() and sorted(os.listdir(site)) == ["prunekit"]
-    assert list((site / "prunekit" / "grade" / "__pycache__").glob("records.*.pyc"))  # compiled: the box is read-only
+    kernel_side = site / "prunekit" / "grade" / "kernel"
+    assert (kernel_side / "records.py").exists() and sorted(os.listdir(site)) == ["prunekit"]
+    assert list((kernel_side / "__pycache__").glob("records.*.pyc"))  # compiled: the box is read-only
 
 
 def test_the_reference_key_follows_solution_library_and_versions(tmp_path, monkeypatch):
@@ -405,7 +411,7 @@ def test_references_are_made_before_any_submission_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(batch.reference, "load_or_compute",
                         lambda ex, limits, cache: events.append(("reference", ex.name)) or {})
     monkeypatch.setattr(batch, "grade_one", lambda path, ex, ref, limits: events.append(("grade", path.stem))
-                        or autograde.GradeResult(ex.name, 0.0, 1.0, []))
+                        or GradeResult(ex.name, 0.0, 1.0, []))
     catalog = load_catalog(tiny.write_solutions(tmp_path / "sol"))
     paths = []
     for name, nb in (("a", tiny.tiny_solution()), ("b", tiny.other_solution()), ("c", tiny.tiny_solution())):

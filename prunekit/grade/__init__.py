@@ -76,7 +76,6 @@ was never shown -- so hidden tests hold no expected values (:mod:`.contract`). E
 outside the kernel -- solutions, cache, network, other runs -- the sandbox keeps out of reach.
 """
 
-from .handin import hand_in
-from .records import RECORD_MIME, record
+from .kernel import RECORD_MIME, hand_in, record
 
 __all__ = ["RECORD_MIME", "hand_in", "record"]

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from . import autograde
 from .catalog import Exercise
-from .install import library_digest
-from .runner import GraderError, Limits
+from .limits import REFERENCE_SLACK, GraderError, Limits
+from .sandbox.install import library_digest
 
-FORMAT_VERSION = "3"  # 2: reseeded tests, installed-copy digest, runtime versions; 3: checks pass too
+FORMAT_VERSION = "4"  # 2: reseeded tests, installed-copy digest, runtime versions; 3: checks pass too; 4: kernel/
 
 
 def runtime_versions() -> str:
@@ -77,10 +77,11 @@ def compute(exercise: Exercise, limits: Limits) -> dict[str, list[dict]]:
     """Run the solution; every one of its cells must pass, and every check its file, or the
     grader cannot work (a budget the instructor's own model misses would fail every student).
 
-    The instructor's code is trusted, so it gets four times the time limits: a busy machine
-    must not turn a slow reference run into a broken grader.
+    The instructor's code is trusted, so it gets :data:`~prunekit.grade.limits.REFERENCE_SLACK`
+    times the time limits: a busy machine must not turn a slow reference run into a broken grader.
     """
-    generous = replace(limits, cell_timeout=4 * limits.cell_timeout, total_timeout=4 * limits.total_timeout)
+    generous = replace(limits, cell_timeout=REFERENCE_SLACK * limits.cell_timeout,
+                       total_timeout=REFERENCE_SLACK * limits.total_timeout)
     plan, runs, verdicts = autograde.execute(exercise, exercise.notebook, generous)
     records: dict[str, list[dict]] = {}
     for index, (step, run) in enumerate(zip(plan, runs)):
@@ -117,24 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .batch import resolve_limits
     from .catalog import default_cache_dir, default_solutions_dir, load_catalog
-    from .sandbox import MODES, SandboxUnavailable
+    from .limits import SandboxUnavailable, add_limit_options, limits_from
+    from .sandbox import ISOLATION, MODES, resolve_limits
 
     p = argparse.ArgumentParser(prog="python -m prunekit.grade.reference", description=main.__doc__.split("\n")[0])
     p.add_argument("--solutions", type=Path, default=None, help="folder of solution notebooks")
     p.add_argument("--exercise", action="append", default=None, help="only this exercise (repeatable)")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: <solutions>/../.cache/prunekit-grade")
     p.add_argument("--sandbox", choices=MODES, default="auto")
-    p.add_argument("--cell-timeout", type=float, default=60.0)
-    p.add_argument("--total-timeout", type=float, default=900.0)
-    p.add_argument("--memory-mb", type=int, default=4096)
+    p.add_argument("--isolation", choices=ISOLATION, default="auto")
+    add_limit_options(p)
     args = p.parse_args(argv)
     solutions = args.solutions or default_solutions_dir()
     cache = args.cache_dir or default_cache_dir(solutions)
     try:
         catalog = load_catalog(solutions)
-        limits = resolve_limits(Limits(args.cell_timeout, args.total_timeout, args.memory_mb), args.sandbox, cache)
+        limits = resolve_limits(limits_from(args), args.sandbox, cache, args.isolation)
         for name in args.exercise or sorted(catalog):
             load_or_compute(catalog[name], limits, cache)
             print(f"{name}: {cache_path(catalog[name], cache, limits)}")
