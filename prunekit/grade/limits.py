@@ -20,6 +20,7 @@ TOTAL_TIMEOUT = 900.0  # seconds per notebook
 MEMORY_MB = 4096  # per kernel, its children and its tmpfs files included where cgroups count them
 CPUS = 1.0  # cores per kernel: each kernel computes on one thread, so one core is its fair share
 REFERENCE_SLACK = 4.0  # the instructor's own run gets this many times the time limits (trusted code)
+OUTPUT_WAIT = 30.0  # seconds a cell's outputs may trail its reply (a busy machine); a record lost costs a task
 
 # ---------------------------------------------------------------- untrusted files, read by the grader
 MAX_NOTEBOOK_BYTES = 16 << 20  # a submitted .ipynb; far above a notebook with a few plots

@@ -104,7 +104,8 @@ async def _run(nb: nbformat.NotebookNode, limits: Limits, options: RunOptions) -
             nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
             allow_errors=True, interrupt_on_timeout=False,
             startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
-            record_timing=False, iopub_timeout=5, log=_log, resources={"metadata": {"path": launch["cwd"]}},
+            record_timing=False, iopub_timeout=int(lim.OUTPUT_WAIT), log=_log,
+            resources={"metadata": {"path": launch["cwd"]}},
         )
         replies: dict[int, dict] = {}
         client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(

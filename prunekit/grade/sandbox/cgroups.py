@@ -114,6 +114,10 @@ def _v2(mounts) -> Hierarchy | str:
 
 
 def _v1(mounts, own: dict[str, str]) -> Hierarchy | str:
+    """Groups go straight into the grader's own group of each controller, not into a common parent:
+    in v1 a parent is one scheduling entity with one task's weight (``cpu.shares``), so every kernel
+    under it would share a single task's slice of a busy machine. Side by side, each weighs like a
+    process of its own, and its quota caps it."""
     bases = {}
     for controller in REQUIRED + OPTIONAL:
         points = [point for point, kind, options in mounts if kind == "cgroup" and controller in options]
@@ -121,8 +125,7 @@ def _v1(mounts, own: dict[str, str]) -> Hierarchy | str:
             if controller in REQUIRED:
                 return f"no cgroup v1 {controller} hierarchy is mounted"
             continue
-        inside = own.get(controller, "/").lstrip("/")
-        bases[controller] = str(Path(points[0]) / inside / BASE_NAME)
+        bases[controller] = str(Path(points[0]) / own.get(controller, "/").lstrip("/"))
     return Hierarchy(1, bases)
 
 
@@ -130,7 +133,7 @@ def _probe(hierarchy: Hierarchy) -> str:
     """Make, limit and remove a trial group; '' when all of that worked."""
     try:
         _prepare(hierarchy)
-        group = Group.create(hierarchy, f"probe-{uuid.uuid4().hex[:8]}", cpus=1.0, memory_bytes=64 << 20)
+        group = Group.create(hierarchy, f"{BASE_NAME}-probe-{uuid.uuid4().hex[:8]}", cpus=1.0, memory_bytes=64 << 20)
         group.remove()
     except OSError as err:
         return f"{type(err).__name__}: {err}"
@@ -155,7 +158,7 @@ def _prepare(hierarchy: Hierarchy) -> None:
 def _remove_stale(base: Path) -> None:
     """Empty groups left by a grader that was killed (a group with processes cannot be removed)."""
     for child in base.iterdir():
-        if child.is_dir() and child.name.startswith(("run-", "probe-")):
+        if child.is_dir() and child.name.startswith((f"{BASE_NAME}-run-", f"{BASE_NAME}-probe-")):
             try:
                 if time.time() - child.stat().st_mtime > 3600:
                     child.rmdir()
@@ -286,4 +289,4 @@ def _counters(text: str) -> dict[str, int]:
 
 def group_name() -> str:
     """A name no other run of any grader on this machine uses."""
-    return f"run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{BASE_NAME}-run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
