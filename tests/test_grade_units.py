@@ -5,6 +5,7 @@ CLI's exit codes -- and, under `make test`, nbgrader's own tools on our notebook
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -524,3 +525,152 @@ def test_nbgrader_leaves_the_written_answers_to_a_person(nbgrader_challenge):
     rows = {r["student_id"]: r for r in csv.DictReader(open(nbgrader_challenge / "grades.csv"))}
     assert (float(rows["alice"]["score"]), float(rows["alice"]["max_score"])) == (6.0, 12.0)  # 6 await a person
     assert float(rows["bob"]["score"]) == 0.0
+
+
+# ---------------------------------------------------------------- rule 4: no reference implementation in a test
+def _exercise_with_test(test_source: str) -> nbformat.NotebookNode:
+    solution = nbformat.v4.new_code_cell("def scores(w):\n    ### BEGIN SOLUTION\n    return w.abs().sum(1)\n"
+                                         "    ### END SOLUTION")
+    solution.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": "s",
+                                     "schema_version": 3}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [solution, _test_cell(test_source)]
+    return nb
+
+
+@pytest.mark.parametrize("source, found", [
+    # hidden blocks define nothing: a solution reads them from the line cache and runs them
+    ("record('v', scores(w))\n### BEGIN HIDDEN TESTS\ndef _ref(w):\n    return w.abs().sum(1)\n"
+     "record('h', scores(w))\n### END HIDDEN TESTS", True),
+    ("record('v', scores(w))\n### BEGIN HIDDEN TESTS\nref = lambda w: w.abs().sum(1)\n### END HIDDEN TESTS", True),
+    # a visible helper given the task's input, compared with the task's result: the answer, callable
+    ("def _ref(w):\n    return w.abs().sum(1)\n\n\ns = scores(w)\nassert torch.allclose(s, _ref(w))\n"
+     "record('v', s)", True),
+    ("def _ref(w):\n    return w.abs().sum(1)\n\n\nwant = _ref(w)\nassert (scores(w) - want).abs().max() < 1e-6\n"
+     "record('v', scores(w))", True),
+    # helpers that build inputs or measure the student's result are fine
+    ("def _shape(t):\n    return list(t.shape)\n\n\ns = scores(w)\nassert _shape(s) == [4]\nrecord('v', s)", False),
+    ("def _zeroed(w, rows):\n    w = w.clone()\n    w[rows] = 0\n    return lambda x: x @ w.T\n\n\n"
+     "ref = _zeroed(w, [1])(x)\nassert (ref - x @ w.T).abs().max() < 9\nrecord('v', scores(w))", False),
+    ("s = scores(w)\nassert torch.allclose(s, torch.tensor([1.0, 2.0]), rtol=1e-3)\nrecord('v', s)", False),
+])
+def test_the_contract_finds_reference_implementations_in_tests(source, found):
+    problems = contract.problems(_exercise_with_test(source))
+    assert bool(problems) is found, problems
+
+
+# ---------------------------------------------------------------- untrusted input, read and written defensively
+def test_only_a_regular_file_of_bounded_size_is_read(tmp_path):
+    from prunekit.grade.submission import read_bytes
+
+    (tmp_path / "nb.ipynb").write_text("{}")
+    assert read_bytes(tmp_path / "nb.ipynb") == b"{}"
+    os.symlink(tmp_path / "nb.ipynb", tmp_path / "link.ipynb")
+    os.mkfifo(tmp_path / "fifo.ipynb")
+    for name, problem in (("link", "symbolic link"), ("fifo", "a FIFO")):
+        with pytest.raises(SubmissionError, match=problem):
+            read_bytes(tmp_path / f"{name}.ipynb")
+    with pytest.raises(SubmissionError, match="is a folder"):
+        read_bytes(tmp_path)
+    with pytest.raises(SubmissionError, match="larger than"):
+        read_bytes(tmp_path / "nb.ipynb", limit=1)
+
+
+@pytest.mark.parametrize("data, depth", [
+    (b'{"a": [1, {"b": []}]}', 4), (b'["[[[[", "\\"[[["]', 1), (b'{"a": "\\\\", "b": [[]]}', 3), (b"[" * 100, 65),
+])
+def test_json_depth_counts_brackets_outside_strings(data, depth):
+    from prunekit.grade.submission import json_depth
+
+    assert json_depth(data) == depth
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": ["x"]}', "not a valid notebook"),
+    (b'{"cells": [], "metadata": {"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}", "deeper than 64 levels"),
+    (b"root:x:0:0:root:/root:/bin/bash", "invalid JSON at line 1, column 1"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b'{"cells": {}}', "no list of cells"),
+])
+def test_a_broken_notebook_is_the_student_s_error_and_quotes_nothing_of_the_file(data, problem):
+    from prunekit.grade.submission import parse
+
+    with pytest.raises(SubmissionError, match=problem) as err:
+        parse(data)
+    assert "root:" not in str(err.value)
+
+
+def test_text_for_the_files_is_cleaned_escaped_and_no_formula():
+    from prunekit.grade.results import clean_text
+
+    assert clean_text("a\ud800b\x1b[0m") == "a\\ud800b[0m"
+    assert clean_text("name\udcff") == "name\\xff"  # an undecodable byte of a file name
+    result = GradeResult("ex", 0.0, 1.0, [TaskResult("t", 0.0, 1.0, False, "<img src=x>\nline | two \udcff")],
+                         error="=HYPERLINK(\"x\")")
+    page = report.feedback_markdown("a\udcffb", result)
+    assert "&lt;img src=x&gt; line \\| two \\xff" in page and "a\\xffb" in page
+    page.encode("utf-8")
+    report.write_gradebook(Path(os.devnull), [("a\udcffb", result)], ["t"])
+
+
+def test_feedback_of_one_student_that_cannot_be_written_costs_only_that_page(tmp_path, monkeypatch):
+    results = [(n, GradeResult("ex", 1.0, 1.0, [])) for n in ("alice", "bob")]
+    real = Path.write_text
+
+    def fails_for_alice(self, *args, **kwargs):
+        if self.name == "alice.md":
+            raise OSError("disk full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fails_for_alice)
+    problems = report.write_feedback(tmp_path, results)
+    assert problems == ["feedback for 'alice' not written: disk full"] and (tmp_path / "bob.md").exists()
+
+
+# ---------------------------------------------------------------- messages that never quote a hidden test
+def test_an_error_raised_in_a_hidden_line_shows_its_type_and_the_instructor_s_hint_only():
+    expected = {"test-f": [{"key": "k", "value": 2}, {"key": "h", "value": 4, "hint": "negative inputs too"}]}
+    run = CellRun(1, "error", "RuntimeError", "assert f(2) == 4\n### END HIDDEN TESTS", _tb(3),
+                  records=[{"key": "k", "value": 2}])
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), run], expected)
+    assert task.message == "RuntimeError (in a hidden test): negative inputs too"
+
+
+def test_a_message_that_quotes_a_hidden_line_is_withheld_wherever_it_was_raised():
+    steps = _steps()
+    steps[1].source = steps[1].source.replace("assert f(2) == 4", "assert f(2) == 4, 'doubles negatives too'")
+    quoted = CellRun(1, "error", "ValueError", "...assert f(2) == 4, 'doubles negatives too'...", _tb(1))
+    (task,) = score.score(steps, [CellRun(0, "ok"), quoted], {})
+    assert "withheld" in task.message and "doubles negatives" not in task.message
+
+
+# ---------------------------------------------------------------- fair to form
+def test_a_copied_solution_cell_is_graded_by_the_copy_the_student_changed(catalog):
+    exercise = catalog["ex90_tiny"]
+    nb = tiny.tiny_solution()
+    index = next(i for i, c in enumerate(nb.cells) if cells.grade_id(c) == "tiny-double")
+    stub = nbformat.from_dict(copy.deepcopy(dict(nb.cells[index])))
+    stub.source = exercise.stubs["tiny-double"]
+    nb.cells.insert(index, stub)  # the released stub above, the answer in the copy below
+    theirs, notes = assemble.solution_sources(exercise, nb)
+    assert "return 2 * x" in theirs["tiny-double"] and "copy 2 of 2" in notes[0]
+    nb.cells.insert(index + 2, nbformat.from_dict(copy.deepcopy(dict(stub))))  # a stub copy *after* the answer
+    assert "return 2 * x" in assemble.solution_sources(exercise, nb)[0]["tiny-double"]
+
+
+def test_a_passed_task_says_when_its_cell_was_stopped_at_the_time_limit():
+    runs = [CellRun(0, "timeout", detail="timed out after 60 s"), CellRun(1, "ok", records=[{"key": "k", "value": 2}])]
+    (task,) = score.score(_steps(), runs, {"test-f": [{"key": "k", "value": 2}]})
+    assert task.passed and "'sol-f' was stopped at the time limit (timed out after 60 s)" in task.message
+
+
+def test_check_of_reads_every_kind_through_the_registry(monkeypatch):
+    from prunekit.grade import checks
+
+    class Probe(checks.BudgetCheck):
+        kind = "probe"
+
+    monkeypatch.setitem(checks.CHECKS, "probe", Probe)
+    cell = nbformat.v4.new_code_cell("", metadata={"prunekit": {"check": {
+        "kind": "probe", "file": "p.pt", "dataset": "d", "architectures": ["a"], "max_macs": 1, "min_accuracy": 0.5}}})
+    assert type(checks.check_of(cell)) is Probe

@@ -139,7 +139,8 @@ def reference_helpers(source: str, tasks: set[str]) -> list[str]:
     A helper (a function the cell defines) is a *reference* when it is called with an argument some
     task is called with too, and never with what a task returned. Its results -- the call itself,
     an attribute, subscript or method of it, a name it is assigned to, a loop over it -- must not be
-    a side of a comparison or of ``allclose`` / ``equal`` and the like.
+    a side of a comparison or of ``allclose`` / ``equal`` and the like, nor be subtracted from
+    something there (``(got - want).abs().max() < tol``).
     """
     tree = ast.parse(source)
     helpers = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -159,7 +160,7 @@ def reference_helpers(source: str, tasks: set[str]) -> list[str]:
             sides = list(node.args)
         else:
             continue
-        if any(_from(side, refs, values) for side in sides):
+        if any(_compares(side, refs, values) for side in sides):
             found.append(f"line {node.lineno}: `{ast.get_source_segment(source, node)}` compares with "
                          f"{', '.join(sorted(refs))}")
     return found
@@ -188,6 +189,18 @@ def _from(node: ast.AST, functions: set[str], names: set[str]) -> bool:
             return node.id in names
         else:
             return False
+
+
+def _compares(side: ast.AST, functions: set[str], names: set[str]) -> bool:
+    """A side of a check that is such a result, or a difference taken with one (``(got - want).abs()``)."""
+    while isinstance(side, (ast.Call, ast.Attribute, ast.Subscript)) and not _from(side, functions, names):
+        inner = side.func if isinstance(side, ast.Call) else side
+        if not isinstance(inner, (ast.Attribute, ast.Subscript)):
+            break
+        side = inner.value
+    if isinstance(side, ast.BinOp):
+        return _compares(side.left, functions, names) or _compares(side.right, functions, names)
+    return _from(side, functions, names)
 
 
 def _bound_from(tree: ast.AST, functions: set[str], names: set[str]) -> set[str]:

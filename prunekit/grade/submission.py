@@ -41,11 +41,12 @@ def read_bytes(path: Path, limit: int = lim.MAX_NOTEBOOK_BYTES) -> bytes:
         if os.path.islink(path):
             raise SubmissionError(f"the submission is a symbolic link, not a file; {RESUBMIT}") from None
         raise SubmissionError(f"the submission cannot be opened ({err.strerror}); {RESUBMIT}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise SubmissionError(f"the submission is {kind}, not a regular file; {RESUBMIT}")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise SubmissionError(f"the submission is {kind}, not a regular file; {RESUBMIT}")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise SubmissionError(f"the notebook is larger than {limit >> 20} MiB; clear its outputs "
