@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 import tiny  # noqa: E402
 
 from prunekit.grade import RECORD_MIME, assemble, batch, cells, contract, record, reference, report  # noqa: E402
-from prunekit.grade import sandbox, score  # noqa: E402
+from prunekit.grade import machine, sandbox, score  # noqa: E402
 from prunekit.grade.catalog import identify, load_catalog, load_exercise  # noqa: E402
 from prunekit.grade.compare import values_match  # noqa: E402
 from prunekit.grade.generate import generate, make_exercise, render  # noqa: E402
@@ -405,6 +405,85 @@ def test_the_reference_key_follows_solution_library_and_versions(tmp_path, monke
     assert reference.cache_key(exercise) not in (key, changed)
     monkeypatch.undo()
     assert reference.runtime_versions().startswith("python=") and ";torch=2." in reference.runtime_versions()
+
+
+AVX512 = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 106
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+microcode\t: 0xd0003a5
+cpu MHz\t\t: 2899.970
+flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: something else entirely
+"""
+AVX2 = AVX512.replace(" avx512f avx512dq avx512bw avx512vl", "")
+ARM = ("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd sve2 atomics\n"
+       "CPU implementer\t: 0x41\nCPU part\t: 0xd4f\n")
+
+
+def test_the_cpu_identity_names_the_kernel_set_and_its_overrides(monkeypatch):
+    """AVX-512 and AVX2 nodes, an ARM server, the variables that override torch's, oneDNN's and MKL's
+    choice: each a different identity. Clock speed and microcode are not part of it."""
+    xeon = machine.cpu_identity(AVX512, {})
+    assert "model name=Intel(R) Xeon(R) Platinum 8375C" in xeon and "avx512f" in xeon and "microcode" not in xeon
+    assert "something else" not in xeon  # the first processor only
+    assert machine.cpu_identity(AVX512.replace("2899.970", "1200.001").replace("0xd0003a5", "0xd0003b9"), {}) == xeon
+    assert machine.cpu_fields(AVX512)["flags"] == machine.cpu_fields(AVX512.replace("fpu sse", "sse fpu"))["flags"]
+    assert machine.cpu_identity(AVX2, {}) != xeon
+    assert "Features=asimd atomics fp sve2" in machine.cpu_identity(ARM, {})
+    overridden = {name: machine.cpu_identity(AVX512, {name: "default", "OMP_NUM_THREADS": "4"})
+                  for name in machine.KERNEL_SELECTION}
+    assert len({xeon, *overridden.values()}) == 1 + len(machine.KERNEL_SELECTION)
+    assert all("OMP_NUM_THREADS" not in identity for identity in overridden.values())
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    assert machine.cpu_identity(AVX512, {}) != xeon
+    assert machine.cpu_identity("", {}).startswith("arch=aarch64;processor=")  # no /proc/cpuinfo (macOS)
+
+
+def test_the_reference_key_follows_the_cpu_s_kernel_set(tmp_path, monkeypatch):
+    """A reference made on an AVX-512 node is not reused on an AVX2 node sharing the cache, nor after
+    ATEN_CPU_CAPABILITY changes; references of different CPUs live side by side in one cache."""
+    exercise = load_exercise(tiny.write_solutions(tmp_path / "sol") / "ex90_tiny.ipynb")
+    for name in machine.KERNEL_SELECTION:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(reference, "cpu_identity", lambda: machine.cpu_identity(AVX512))
+    avx512 = reference.cache_path(exercise, tmp_path / "cache")
+    tag = machine.cpu_tag(machine.cpu_identity(AVX512))
+    assert avx512.name.startswith("ex90_tiny-") and avx512.name.endswith(f"-cpu{tag}.json")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert reference.cache_path(exercise, tmp_path / "cache") != avx512
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setattr(reference, "cpu_identity", lambda: machine.cpu_identity(AVX2))
+    avx2 = reference.cache_path(exercise, tmp_path / "cache")
+    assert avx2 != avx512
+    assert reference.cache_key(exercise) != reference.cache_key(exercise, cpu=machine.cpu_identity(AVX512))
+    (tmp_path / "cache").mkdir()
+    older = avx2.with_name(avx2.name.replace(avx2.name.split("-")[-2], "0" * 20))  # this CPU, an older solution
+    untagged = tmp_path / "cache" / f"ex90_tiny-{'1' * 20}.json"  # the format before CPUs were named
+    for path in (avx512, older, untagged):
+        path.write_text("{}")
+    monkeypatch.setattr(reference, "compute", lambda ex, limits: {"t": [{"value": 1}]})
+    assert reference.load_or_compute(exercise, Limits(), tmp_path / "cache") == {"t": [{"value": 1}]}
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([avx512.name, avx2.name])
+    assert json.loads(avx2.read_text())["cpu"] == machine.cpu_identity(AVX2)
+
+
+def test_the_kernel_gets_the_cpu_kernel_choice_and_nothing_else_of_the_grader_s_environment(tmp_path, monkeypatch):
+    for name in machine.KERNEL_SELECTION:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SECRET_TOKEN", "do not pass")
+    plain = sandbox.kernel_env(None)
+    assert not set(machine.KERNEL_SELECTION) & set(plain) and "SECRET_TOKEN" not in plain
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    env = sandbox.kernel_env(2000007)
+    assert env == {**plain, "ATEN_CPU_CAPABILITY": "default", "DNNL_MAX_CPU_ISA": "AVX2"}
+    _, unboxed = sandbox.unboxed_workdir(tmp_path, [], tmp_path / "outbox")  # --sandbox none: the same choice
+    assert unboxed["ATEN_CPU_CAPABILITY"] == "default" and "SECRET_TOKEN" not in unboxed
 
 
 def test_references_are_made_before_any_submission_runs(tmp_path, monkeypatch):

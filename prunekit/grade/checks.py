@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Protocol
 
 from . import sandbox as sb
 from .limits import CPUS, MEMORY_MB, GraderError
+from .machine import kernel_selection
 from .sandbox import Sandbox
 
 MAX_OUTPUT_BYTES = 1 << 20
@@ -61,7 +62,7 @@ def run_check(box: Sandbox, module: str, inputs: dict[str, Path], args: list[str
         else:  # trusted mode: the same command, on the host, with the files where they are
             argv = sb.launch_argv(box, None, memory_mb, int(timeout) + 10, False) + [sys.executable, "-m", module]
             argv += [str(inputs[a[len(sb.INBOX) + 1:]]) if a.startswith(sb.INBOX + "/") else a for a in args]
-            env = {**sb.outer_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+            env = {**sb.outer_env(), **kernel_selection(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         try:
             done = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, cwd=tmp,
                                   start_new_session=True)

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from .. import limits as lim
 from ..limits import SandboxUnavailable
+from ..machine import kernel_selection
 from . import cgroups, launcher
 
 MODES = ("auto", "bwrap", "none")
@@ -425,7 +426,9 @@ def kernel_python(box: Sandbox) -> str:
 
 
 def kernel_env(uid: int | None) -> dict[str, str]:
-    """The kernel's whole environment inside the box (nothing of the grader's)."""
+    """The kernel's whole environment inside the box: nothing of the grader's but the variables
+    that choose torch's, oneDNN's and MKL's CPU kernels (:data:`~prunekit.grade.machine.KERNEL_SELECTION`),
+    which the reference key also holds -- the instructor's run and the students' pick the same kernels."""
     return {
         "PATH": f"{VENV}/bin:{Path(sys.base_prefix).resolve()}/bin:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -447,6 +450,7 @@ def kernel_env(uid: int | None) -> dict[str, str]:
         "PRUNEKIT_OUTBOX": OUTBOX,
         "PRUNEKIT_PROGRESS": "0",
         "PRUNEKIT_GRADING": "1",
+        **kernel_selection(),
     }
 
 
