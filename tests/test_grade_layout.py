@@ -128,6 +128,38 @@ def test_no_module_imports_another_s_private_names():
     assert private == []
 
 
+def _module_aliases(path: Path) -> dict[str, str]:
+    """Local names bound to a grade module by an import (``from . import sandbox as sb`` -> sb)."""
+    aliases = {}
+    for node, module, _ in _runtime_imports(path):
+        for alias in node.names:
+            full = f"{module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+            if full in MODULES and (isinstance(node, ast.ImportFrom) or alias.asname):
+                aliases[alias.asname or alias.name] = full
+    return aliases
+
+
+def _private_reaches(path: Path) -> list[str]:
+    """``alias._name`` attribute accesses on another grade module: private cross-imports, written as
+    attributes (``sb._data_files(...)``)."""
+    aliases = _module_aliases(path)
+    return [f"{node.value.id}.{node.attr}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+            and node.attr.startswith("_") and not node.attr.startswith("__")]
+
+
+def test_no_module_reaches_into_another_s_private_names():
+    assert {name: found for name, path in MODULES.items() if (found := _private_reaches(path))} == {}
+
+
+def test_the_private_name_finder_finds_one(tmp_path, monkeypatch):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from prunekit.grade import sandbox as sb\nfrom .sandbox import cgroups\nimport os\n"
+                     "sb._is_root()\ncgroups._mounts()\nsb.resolve()\nos._exit\n")
+    monkeypatch.setitem(MODULES, "prunekit.grade.probe", probe)
+    assert _private_reaches(probe) == ["sb._is_root", "cgroups._mounts"]
+
+
 def test_the_default_limits_are_written_once():
     """60 / 900 / 4096 appear in limits.py and nowhere else in the grader's code."""
     literals = {}
