@@ -236,6 +236,14 @@ def double(x):
     text = "".join(linecache.getlines(sys._getframe(1).f_code.co_filename))
     raise RuntimeError(text[text.find("HIDDEN"):][:290])
 '''
+# ipykernel cannot send a lone surrogate (its UTF-8 encoding fails in the kernel), but the kernel's own
+# packer can: JSON with ASCII escapes carries "\\ud800" as six characters, and the grader's JSON decoder
+# turns them back into a lone surrogate in the error's name, message and traceback.
+SURROGATE_SENT = '''import json
+from jupyter_client.session import json_default
+get_ipython().kernel.session.pack = lambda obj: json.dumps(obj, default=json_default).encode()
+raise RuntimeError("\\ud800 lone surrogate, sent as an escape")
+'''
 DEEP = '{"nbformat": 4, "nbformat_minor": 5, "metadata": {"x": ' + "[" * 50_000 + "]" * 50_000 + '}, "cells": []}'
 
 
@@ -313,6 +321,7 @@ def _submissions(ctx, solution, exercise, other_exercise) -> dict[str, object]:
         "c2_nested_50000": DEEP,
         # kernel-supplied text: a lone surrogate, and the hidden tests' own source
         "c3_surrogate": with_(solution, {"tiny-double": 'raise RuntimeError("\\ud800 lone surrogate")'}),
+        "c3_surrogate_sent": with_(solution, {"tiny-double": SURROGATE_SENT}),
         "c4_leak_visible": with_(solution, {"tiny-double": LEAK.replace("{condition}", "False")}),
         "c4_leak_hidden": with_(solution, {"tiny-double": LEAK.replace("{condition}", "x != -1")}),
         # correct answers in unusual forms
@@ -590,7 +599,7 @@ def test_invalid_json_is_a_zero_row_with_its_reason(graded):
 
 def test_gradebook_and_feedback_cover_every_submission(graded):
     rows = graded["rows"]
-    assert len(rows) == len(graded["results"]) == 29 + len(graded["planted"])
+    assert len(rows) == len(graded["results"]) == 30 + len(graded["planted"])
     assert rows["partial"]["test-double"] == "2" and rows["partial"]["total"] == "2"
     feedback = (graded["out"] / "feedback" / "exit_and_bomb.md").read_text()
     assert "**Score: 3 / 6**" in feedback and "SystemExit" in feedback
@@ -632,6 +641,9 @@ def test_text_that_is_not_utf8_cannot_stop_the_batch(graded):
     message = _tasks(graded, "c3_surrogate")["test-double"]["message"]
     assert message.startswith("UnicodeEncodeError") or "\\ud800" in message
     assert _scores(graded, "c3_surrogate") == {"test-double": 0.0, "test-l1": 3.0, "test-answer": 1.0}
+    sent = _tasks(graded, "c3_surrogate_sent")["test-double"]  # a real lone surrogate reached the grader
+    assert sent["message"].startswith("RuntimeError: \\ud800 lone surrogate"), sent["message"]
+    assert _scores(graded, "c3_surrogate_sent") == {"test-double": 0.0, "test-l1": 3.0, "test-answer": 1.0}
 
 
 def test_feedback_never_quotes_a_hidden_test(graded):
