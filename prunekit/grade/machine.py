@@ -12,8 +12,7 @@ So the reference cache (:mod:`prunekit.grade.reference`) is keyed by :func:`cpu_
 the architecture, the CPU's vendor, model and feature flags, and the environment variables that
 override the choice (:data:`KERNEL_SELECTION`). Those variables are passed on into every kernel
 (:func:`prunekit.grade.sandbox.kernel_env`), so the reference run and the students' runs pick the
-same kernels, and ``ATEN_CPU_CAPABILITY=default`` (scalar kernels everywhere) is a way to make
-one reference that every node reproduces.
+same kernels: ``ATEN_CPU_CAPABILITY=default``, say, grades with torch's scalar kernels.
 
 Read from ``/proc/cpuinfo`` (Linux) and :mod:`platform`: the grader never imports torch.
 """
