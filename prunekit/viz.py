@@ -229,8 +229,12 @@ def mask_images(masks: Mapping[str, Tensor], title: str = "Which weights are rem
 
 
 # ----------------------------------------------------------------------------- coupled groups
-GROUP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-GROUP_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "h")
+#: Twelve colours (matplotlib's tab10 without its grey, which the background series use, then black,
+#: gold and navy) and twelve markers: a series keeps one (colour, marker) pair, and no two of the
+#: first twelve share either.
+GROUP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+                "#17becf", "#000000", "#b8860b", "#393b79")
+GROUP_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "h", "<", ">", "*", "p")
 
 
 _SHORT_KIND = {"Conv2d": "conv", "BatchNorm2d": "BN", "ReLU": "ReLU", "Identity": "id", "add": "+",
@@ -303,8 +307,10 @@ def group_graph(graph, first: str, last: str, title: str = "Coupled groups") -> 
         ax.text(x, y, _SHORT_KIND.get(kind, kind[:5]), ha="center", va="center", fontsize=7, zorder=4,
                 color="white", fontweight="bold")
         if n.op == "call_module":
-            ax.text(x, y - 0.28, "\n".join(n.target.rsplit(".", 1)), ha="center", va="top", fontsize=6,
-                    color="dimgrey")
+            parts = n.target.split(".")
+            cut = 2 if len(parts) > 2 else len(parts) - 1          # "layer2.0" over "shortcut.0"
+            label = ".".join(parts[:cut]) + "\n" + ".".join(parts[cut:])
+            ax.text(x, y - 0.28, label, ha="center", va="top", fontsize=6, color="dimgrey")
     for g in used:
         ax.scatter([], [], s=120, marker="s", color=color[g.index],
                    label=f"group {g.index}: {g.size} channels (first writer {g.name})")
