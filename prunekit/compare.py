@@ -43,7 +43,7 @@ from .settings import Settings
 
 __all__ = [
     "spearman", "kendall", "RankAgreement", "rank_agreement", "format_rank_table",
-    "sweep", "aggregate", "format_table", "binomial_se", "resolution_pp", "plan_at_macs",
+    "sweep", "aggregate", "format_table", "binomial_se", "resolution_pp", "difference_noise", "plan_at_macs",
     "pareto_front", "reinitialize", "train_from_scratch", "scratch_b_epochs",
     "plot_rank_scatter", "plot_ratio_sweep", "plot_pareto", "plot_latency",
 ]
@@ -206,6 +206,23 @@ def resolution_pp(n_test: int) -> float:
     if n_test <= 0:
         raise ValueError(f"n_test must be positive, got {n_test}")
     return 100.0 / n_test
+
+
+def difference_noise(a: Mapping, b: Mapping) -> float:
+    """The yardstick of lecture 06: twice the standard error of the difference of two mean
+    accuracies. A difference between two methods is called real only when it is larger.
+
+    ``a`` and ``b`` are :func:`aggregate` rows (``mean``, seed ``std`` over ``n`` seeds, and the
+    binomial ``se``). The variance of a difference of two means is the sum of their variances,
+    and each mean carries two kinds: the test set's (``se**2``, which more seeds do not reduce)
+    and the seeds' (``std**2 / n``). Conservative on purpose: both methods are usually measured
+    on the *same* test images, and a paired test would resolve smaller differences; but this is
+    what a difference must beat to hold on new data and new seeds. With one seed per method the
+    seed term is 0 -- not because there is no seed noise, but because one run cannot show it."""
+    missing = [k for k in ("std", "n", "se") for row in (a, b) if k not in row]
+    if missing:
+        raise ValueError(f"difference_noise needs aggregate(..., n_test=...) rows; missing {sorted(set(missing))}")
+    return 2 * math.sqrt(a["se"] ** 2 + b["se"] ** 2 + a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
 
 
 # ----------------------------------------------------------------------------- equal cost
