@@ -10,7 +10,8 @@ MIT 6.5940 has four steps, one function each here:
 1. :func:`sensitivity_scan` -- mask one layer alone at several sparsities and score the model
    (e.g. validation accuracy): which layers can lose weights, and which cannot;
 2. :func:`allocate` -- turn a *size target* (the share of all weights to keep) into one sparsity
-   per layer, spending the cuts where the scan says they cost least per weight removed;
+   per layer, spending the cuts where the scan says they cost least per weight removed
+   (:func:`global_magnitude` is the allocation without a scan: one |w| threshold for all layers);
 3. :func:`apply_masks` -- magnitude masks (:func:`magnitude_mask`: the smallest |w| of each
    layer go) attached with ``torch.nn.utils.prune``, so the zeros stay zero while training;
 4. fine-tune with the masks attached (:func:`prunekit.train.fine_tune`), then
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 __all__ = ["prunable_layers", "magnitude_mask", "temporarily_masked", "sensitivity_scan", "allocate",
-           "apply_masks", "masked_copy", "remove_masks", "kept_share"]
+           "global_magnitude", "apply_masks", "masked_copy", "remove_masks", "kept_share"]
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -149,6 +150,26 @@ def allocate(scan: Mapping[str, Mapping[float, float]], sizes: Mapping[str, int]
         at[n] += 1
         chosen[n] = min(steps[n][at[n]], chosen[n] + excess() / sizes[n])
     return chosen
+
+
+def global_magnitude(model: nn.Module, keep: float, layers: list[str] | None = None) -> dict[str, float]:
+    """Per-layer sparsities that one *global* |w| threshold gives: the ``keep`` share of all weights
+    of ``layers`` (default: :func:`prunable_layers`) with the largest |w| survive, wherever they are.
+
+    The allocation with no scan at all, and a useful foil for :func:`allocate`: it spares the
+    layers whose weights are large, which is not the same as the layers that matter -- a layer
+    of many small weights (the last conv of a VGG) loses most, a small layer of large weights
+    (the first conv) almost nothing, whatever their sensitivity."""
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be a share of the weights in [0, 1], got {keep}")
+    names = list(prunable_layers(model)) if layers is None else list(layers)
+    weights = [model.get_submodule(n).weight.detach().abs().flatten() for n in names]
+    removed = magnitude_mask(torch.cat(weights), 1.0 - keep) == 0
+    shares, start = {}, 0
+    for name, w in zip(names, weights):
+        shares[name] = int(removed[start:start + w.numel()].sum()) / w.numel()
+        start += w.numel()
+    return shares
 
 
 def apply_masks(model: nn.Module, sparsities: Mapping[str, float]) -> nn.Module:

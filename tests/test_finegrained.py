@@ -111,6 +111,20 @@ def test_allocation_refuses_an_unreachable_target():
     assert fg.allocate({"a": {0.5: 0.9}}, {"a": 10}, keep=1.0, dense_score=1.0) == {"a": 0.0}
 
 
+def test_global_magnitude_is_one_threshold_over_all_layers():
+    model = small_vgg()
+    with torch.no_grad():
+        model.classifier.weight.mul_(100.0)                                # large weights: spared by a global cut
+    shares = fg.global_magnitude(model, keep=0.3)
+    sizes = {n: m.weight.numel() for n, m in fg.prunable_layers(model).items()}
+    assert sum(sizes[n] * (1 - s) for n, s in shares.items()) == round(0.3 * sum(sizes.values()))
+    assert shares["classifier"] < 0.01 and shares["features.5.0"] > 0.7
+    masked = fg.masked_copy(model, shares)                                 # the same masks as one threshold
+    kept = torch.cat([masked.get_submodule(n).weight.detach().abs().flatten() for n in sizes])
+    cut = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in sizes])[kept == 0].max()
+    assert kept[kept > 0].min() >= cut
+
+
 def test_masks_equal_zeroed_weights_and_hold_through_fine_tuning():
     model = small_vgg()
     sparsities = {"features.1.0": 0.6, "features.5.0": 0.9, "classifier": 0.0}
