@@ -7,8 +7,8 @@ written differently (``copy.deepcopy`` + slicing), a quarter a wrong one (runnin
 lost), a quarter the untouched exercise. For each sandbox mode the script times, through the
 command line an instructor uses, (1) computing the expected values (once per exercise and
 library version; cached afterwards) and (2) grading the folder with the cache warm, and samples
-the peak resident memory of the grader and all its kernels. It checks every score, so a fast but
-wrong grader cannot post a number. The acceptance bound: grading within 1.5x of the 83 s that
+the peak memory of the grader and all its kernels (PSS: a shared page once). It checks every
+score, so a fast but wrong grader cannot post a number. The acceptance bound: grading within 1.5x of the 83 s that
 40 submissions took before the sandbox (``--baseline``).
 
 ``--before REV`` also times the grader of an older commit on the same kind of submissions (its
@@ -36,7 +36,7 @@ import tiny  # noqa: E402
 from variants import VARIANTS  # noqa: E402
 
 from prunekit.grade.generate import make_exercise  # noqa: E402
-from prunekit.grade.runner import _tree_rss  # noqa: E402
+from prunekit.grade.sandbox.watchdog import tree_memory  # noqa: E402
 
 EXERCISE = "ex02_l1_norm"
 
@@ -59,7 +59,7 @@ def submissions(folder: Path, n: int, solutions: Path = REPO / "solutions") -> d
 
 
 class PeakMemory:
-    """Samples the resident memory of a process and all its descendants."""
+    """Samples the memory (PSS) of a process and all its descendants."""
 
     def __init__(self, pid: int, every: float = 0.2):
         self.pid, self.every, self.peak, self._stop = pid, every, 0, threading.Event()
@@ -68,8 +68,8 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # the grader's own watchdog measures the kernel tree the same way (0 once it is gone)
-            self.peak = max(self.peak, _tree_rss(self.pid))
+            # the grader's own watchdog measures a kernel tree the same way: PSS, shared pages once (0 once gone)
+            self.peak = max(self.peak, tree_memory(self.pid))
             self._stop.wait(self.every)
 
     def stop(self) -> int:

@@ -1,7 +1,9 @@
 """Pruning criteria compared fairly: at equal MACs, over seeds, with enough data.
 
     python -m experiments.criteria            # the full sweep -> experiments/results/criteria.json
-    python -m experiments.criteria --tiny     # 4 of those runs (what the tests re-run)
+    python -m experiments.criteria --tiny     # 5 of those runs (what the tests re-run)
+    python -m experiments.criteria --add taylor_bn_per_image/local,taylor_bn_per_image/global
+                                              # only these methods' runs, merged into the JSON
 
 For every MAC budget, seed and method: prune the dense model to at most that share of its MACs
 (:func:`prunekit.compare.plan_at_macs`), recalibrate BatchNorm (the "recal" accuracy), then
@@ -14,8 +16,11 @@ Methods (``criterion/scope``):
 * the same criteria ``global`` -- one ranking over all layers (each layer's scores divided by
   their mean): the criterion also decides the widths, so only an equal-MAC budget makes them
   comparable;
-* ``taylor_bn@2fixed/local`` -- Taylor-BN from the same 2 training batches for every seed: how
-  the course used to run it (and why it concluded that even random beats it);
+* ``taylor_bn@2fixed/local`` -- Taylor-BN from the same 2 training batches for every seed: the
+  starved recipe, a control (with it, even random seems to beat Taylor-BN);
+* ``taylor_bn_per_image/local`` and ``/global`` -- Taylor-BN with the absolute value taken per
+  *image* instead of per batch of 64 (Michel et al., 2019 define head importance that way):
+  :func:`taylor_bn_per_image`, on the same batches as ``taylor_bn`` for the same seed;
 * ``taylor_bn/iterative`` -- Molchanov et al. (2017): ``iterative_steps`` rounds of (fresh
   Taylor-BN scores -> global prune of about the same number of channels -> a share of the
   repair steps); the same total number of gradient steps as the one-shot methods.
@@ -30,14 +35,21 @@ every seed (``experiments.common.seeded_batches``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
 from prunekit.compare import plan_at_macs
+from prunekit.graph import PRODUCER_ROLES, build_graph, eval_mode
 from prunekit.importance import needs_data
 from prunekit.metrics import count_macs, count_params
 
-from .common import (RESULTS_DIR, Setup, conv_widths, correct, even_shares, load_setup, recalibrate,
-                     repair, run_all, script_main, seeded_batches, write_results)
+from .common import (RESULTS_DIR, Setup, conv_widths, correct, even_shares, load_setup, machine_facts,
+                     read_results, recalibrate, repair, run_all, script_main, seeded_batches,
+                     write_results)
 
 NAME = "criteria"
 
@@ -47,13 +59,14 @@ CONFIG = {
     "model": "vgg_small",
     # the same methods' baseline on the plain MNIST subset, where nearly everything recovers
     "baseline": {"dataset": "mnist", "methods": ["l1/local", "fpgm/local", "bn_scale/local",
-                                                 "taylor_bn/local", "random/local"]},
+                                                 "taylor_bn/local", "random/local",
+                                                 "taylor_bn_per_image/local"]},
     "macs_kept": [0.25, 0.1],
     "seeds": [0, 1, 2, 3, 4],
     "methods": ["l1/local", "fpgm/local", "bn_scale/local", "taylor_bn/local",
                 "taylor_bn@2fixed/local", "random/local",
                 "l1/global", "fpgm/global", "bn_scale/global", "taylor_bn/global",
-                "taylor_bn/iterative"],
+                "taylor_bn/iterative", "taylor_bn_per_image/local", "taylor_bn_per_image/global"],
     "taylor_batches": 16,
     "repair_steps": 54,        # one epoch of the 3,500 training images
     "lr": 0.01,
@@ -63,12 +76,97 @@ CONFIG = {
 #: A few of CONFIG's runs (same settings, seed 0): what the tests re-run and compare with the
 #: committed records, so the cache cannot drift away from the code.
 TINY = {**CONFIG, "macs_kept": [0.25], "seeds": [0], "baseline": None,
-        "methods": ["l1/local", "taylor_bn/local", "fpgm/global", "taylor_bn/iterative"]}
+        "methods": ["l1/local", "taylor_bn/local", "fpgm/global", "taylor_bn/iterative",
+                    "taylor_bn_per_image/local"]}
+
+#: Criteria this script defines itself (a callable importance, see :func:`taylor_bn_per_image`).
+PER_IMAGE = "taylor_bn_per_image"
+
+
+# ----------------------------------------------------------------------------- per-image Taylor
+def bn_gate_taylor(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]],
+                   per_image: bool) -> dict[str, Tensor]:
+    """Taylor-BN of every BatchNorm channel: ``|gamma dL/dgamma + beta dL/dbeta|``, averaged.
+
+    Removing channel ``c`` sets its gate ``gamma_c, beta_c`` to 0; to first order the loss
+    changes by ``-(gamma_c dL/dgamma_c + beta_c dL/dbeta_c)``. With ``y = gamma * xhat + beta``
+    (the BN output) that sum is exactly ``sum over positions of y * dL/dy`` -- so one backward
+    pass gives it for every image: in eval mode the images of a batch do not interact, and with
+    the *summed* loss ``dL/dy_i`` of image ``i`` is the gradient of that image's own loss.
+
+    ``per_image=False``: the absolute value of each batch's mean (what ``prunekit``'s
+    ``"taylor_bn"`` computes); ``per_image=True``: of each image's own value, then the mean over
+    images. In a trained model the images' signed values largely cancel within a batch, so the
+    two can rank channels differently. Returns ``{BatchNorm name: Tensor[channels]}`` (CPU).
+    """
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    outputs: dict[str, Tensor] = {}
+
+    def keep_output(name: str):
+        def hook(_module, _inputs, output):
+            outputs[name] = output
+            return output.clone()       # an in-place ReLU after it must not overwrite what we keep
+        return hook
+
+    handles = [m.register_forward_hook(keep_output(n)) for n, m in bns.items()]
+    totals = {n: torch.zeros(m.num_features) for n, m in bns.items()}
+    count = 0
+    device = next(model.parameters()).device
+    try:
+        with eval_mode(model):
+            for x, y in batches:
+                outputs.clear()
+                loss = F.cross_entropy(model(x.to(device)), y.to(device), reduction="sum")
+                grads = torch.autograd.grad(loss, [outputs[n] for n in bns])
+                for n, g in zip(bns, grads):
+                    signed = (g * outputs[n]).detach().flatten(2).sum(2)     # (images, channels)
+                    totals[n] += (signed.abs().sum(0) if per_image
+                                  else signed.mean(0).abs() * len(y)).cpu()
+                count += len(y)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: t / count for n, t in totals.items()}
+
+
+def taylor_bn_per_image(model: nn.Module, example: Tensor,
+                        batches: Sequence[tuple[Tensor, Tensor]]) -> Callable[[nn.Module], Tensor]:
+    """Per-image Taylor-BN as a *callable importance* for ``prunekit`` (``fn(layer) -> scores``).
+
+    prunekit sums a callable's scores over the layers that produce a group's channels; the
+    score lives on the group's BatchNorms. So the callable hands each producer its share of the
+    group's summed BN score -- the same group score ``"taylor_bn"`` forms, only with the
+    absolute value taken per image (:func:`bn_gate_taylor`).
+    """
+    per_bn = bn_gate_taylor(model, batches, per_image=True)
+    graph = build_graph(model, example)
+    shares: dict[int, Tensor] = {}
+    for group in graph.prunable_groups():
+        total = torch.zeros(group.size)
+        for m in group.members:
+            if m.role == "bn":
+                total.index_add_(0, m.units, per_bn[m.module][m.positions])
+        producers = [m for m in group.members if m.role in PRODUCER_ROLES]
+        for m in producers:
+            layer = model.get_submodule(m.module)
+            share = shares.setdefault(id(layer), torch.zeros(layer.weight.shape[0]))
+            share[m.positions] += total[m.units] / len(producers)
+
+    def score(layer: nn.Module) -> Tensor:
+        if id(layer) not in shares:
+            raise KeyError(f"{type(layer).__name__} is not a producer of this model's prunable groups")
+        return shares[id(layer)]
+
+    return score
 
 
 def _criterion_data(setup: Setup, criterion: str, seed: int, config: dict):
-    if criterion == "taylor_bn@2fixed":               # the old recipe: 2 batches, never resampled
+    """(importance, data) for ``plan_at_macs``: the criterion's name or callable, and its batches."""
+    if criterion == "taylor_bn@2fixed":               # the starved recipe: 2 batches, never resampled
         return "taylor_bn", [b for b, _ in zip(setup.calib, range(2))]
+    if criterion == PER_IMAGE:                       # the same batches as taylor_bn for this seed
+        batches = seeded_batches(setup, seed, config["taylor_batches"])
+        return taylor_bn_per_image(setup.dense, setup.example, batches), None
     if needs_data(criterion):
         return criterion, seeded_batches(setup, seed, config["taylor_batches"])
     return criterion, None
@@ -163,7 +261,59 @@ def run(config: dict, out: Path | None = RESULTS_DIR, setup: Setup | None = None
     return results
 
 
+def _methods_only(config: dict) -> dict:
+    """``config`` without its method lists: what must match for records to be merged."""
+    baseline = config.get("baseline") and {**config["baseline"], "methods": None}
+    return {**config, "methods": None, "baseline": baseline}
+
+
+def add_methods(methods: list[str], folder: Path = RESULTS_DIR, log=print) -> dict:
+    """Run only the jobs of ``methods`` (new entries of ``CONFIG``'s method lists, for the main
+    task and the baseline) and merge them into the committed ``criteria.json``, in the order a
+    full run writes them.
+
+    Refused unless everything else is unchanged -- every other setting, the methods already
+    run, and the machine facts (CPU, torch, threads): one file must stay one machine's, or the
+    exact re-run test means nothing.
+    """
+    committed = read_results(NAME, folder)
+    key = ("dataset", "method", "macs_kept", "seed")
+    done = {tuple(r[k] for k in key) for r in committed["records"]}
+    if _methods_only(committed["config"]) != _methods_only(CONFIG):
+        raise ValueError("CONFIG differs from the committed run in more than its methods: "
+                         "run the whole sweep (python -m experiments.criteria)")
+    new = [job for job in jobs(CONFIG) if tuple(job[k] for k in key) not in done]
+    if {job["method"] for job in new} != set(methods) or \
+            len(done) + len(new) != len(jobs(CONFIG)):
+        raise ValueError(f"--add {methods}: the jobs the file lacks are those of "
+                         f"{sorted({job['method'] for job in new})} (and it may hold runs CONFIG no longer lists)")
+    facts = machine_facts(committed["threads"])
+    if any(committed[k] != v for k, v in facts.items()):
+        raise ValueError(f"the committed runs came from {committed['cpu']}, torch {committed['torch']}; "
+                         f"this is {facts['cpu']}, torch {facts['torch']}: run the whole sweep here")
+    setups: dict[str, Setup] = {}
+
+    def run_job(job: dict) -> dict:
+        if job["dataset"] not in setups:
+            setups[job["dataset"]] = load_setup(job["dataset"], CONFIG["model"])
+        return run_one(setups[job["dataset"]], CONFIG, **job)
+
+    fresh = run_all(NAME, CONFIG, new, run_job, log=log)
+    by_key = {tuple(r[k] for k in key): r for r in committed["records"] + fresh["records"]}
+    merged = {**committed, "config": CONFIG, "seconds": round(committed["seconds"] + fresh["seconds"], 1),
+              "records": [by_key[tuple(job[k] for k in key)] for job in jobs(CONFIG)]}
+    write_results(merged, Path(folder) / f"{NAME}.json")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--add" in argv:          # python -m experiments.criteria --add m1,m2 [--out FOLDER]
+        i = argv.index("--add")
+        folder = Path(argv[argv.index("--out") + 1]) if "--out" in argv else RESULTS_DIR
+        merged = add_methods(argv[i + 1].split(","), folder)
+        print(f"{len(merged['records'])} runs in {folder / (NAME + '.json')}")
+        return 0
     return script_main(NAME, run, CONFIG, TINY, argv, __doc__.split("\n")[0])
 
 

@@ -1,8 +1,8 @@
 """Plots for the lectures: every figure answers one question a pruning decision depends on.
 
 * :func:`importance_panels` -- *which* channels of one layer go? Scores per channel, coloured
-  kept / removed, and the same scores sorted with the threshold line (the two-panel plot of
-  the course outline, drawn from what was actually removed, not from a guessed median).
+  kept / removed, and the same scores sorted with the threshold line (the usual two-panel plot,
+  drawn from what was actually removed, not from a guessed median).
 * :func:`gamma_histograms` -- *did network slimming work?* |gamma| of every BatchNorm channel,
   on a log axis, for several models side by side (Liu et al., 2017, Fig. 4 in spirit).
 * :func:`weight_histograms` -- *what does a fine-grained allocation remove?* Each layer's
@@ -14,6 +14,12 @@
   matrix side by side: scattered zeros (unstructured) against whole zero rows (channels).
 * :func:`sparsity_curves` -- *does sparsity pay?* Any measured quantity (latency, bytes)
   against sparsity, one line per implementation.
+* :func:`group_graph` -- *what must be cut together?* A stretch of the traced model, every
+  layer and arrow coloured by its coupled group (lecture 05).
+* :func:`sweep_panels` -- *which method wins at equal cost?* Small multiples of a sweep, a few
+  highlighted series per panel over the rest in grey (lecture 07).
+* :func:`head_heatmaps` -- *which attention heads matter?* Layer x head maps of several scores
+  side by side, each cell labelled with its rank (lecture 09).
 
 Every function returns a ``matplotlib`` figure with a title, labelled axes and units, and
 never calls ``plt.show()``: the notebook (or widget) decides where it goes and closes it.
@@ -29,7 +35,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "KEPT_COLOR", "REMOVED_COLOR", "importance_panels", "bn_gammas", "gamma_histograms", "weight_histograms",
-    "channel_counts", "sensitivity_curves", "sparsity_curves", "mask_images",
+    "channel_counts", "sensitivity_curves", "sparsity_curves", "mask_images", "group_graph",
+    "sweep_panels", "head_heatmaps", "GROUP_COLORS", "GROUP_MARKERS",
 ]
 
 KEPT_COLOR = "#1f77b4"     # matplotlib's default blue
@@ -252,6 +259,188 @@ def mask_images(masks: Mapping[str, Tensor], title: str = "Which weights are rem
         ax.set_title(f"{label}: {1 - m.mean():.0%} removed", fontsize=10)
         ax.set_xlabel("weight within a filter (C_in·k·k index)")
         ax.set_ylabel("output channel (index)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- coupled groups
+#: Twelve colours (matplotlib's tab10 without its grey, which the background series use, then black,
+#: gold and navy) and twelve markers: a series keeps one (colour, marker) pair, and no two of the
+#: first twelve share either.
+GROUP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+                "#17becf", "#000000", "#b8860b", "#393b79")
+GROUP_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "h", "<", ">", "*", "p")
+
+
+_SHORT_KIND = {"Conv2d": "conv", "BatchNorm2d": "BN", "ReLU": "ReLU", "Identity": "id", "add": "+",
+               "Linear": "linear", "AdaptiveAvgPool2d": "pool", "MaxPool2d": "max"}
+
+
+def _node_groups(graph, nodes) -> dict:
+    """The group each node's *output* channels belong to: a layer that owns output channels
+    names its group; anything else (ReLU, add, an identity shortcut) passes its first input's."""
+    owner = {name: g for g in graph.groups for name in g.owners()}
+    found = {}
+    for node in nodes:
+        target = node.target if node.op == "call_module" else None
+        if target in owner:
+            found[node] = owner[target]
+        else:
+            found[node] = next((found[a] for a in node.all_input_nodes if a in found), None)
+    return found
+
+
+def group_graph(graph, first: str, last: str, title: str = "Coupled groups") -> Figure:
+    """Draw the traced layers from ``first`` to ``last`` (module names, in trace order) as a
+    data-flow graph, every layer coloured by the group its *output* channels belong to and every
+    arrow by the group of the channels it carries.
+
+    Read it with the rule of lecture 05: a layer whose box has a colour *writes* (or scales) that
+    group's channels; an arrow of a colour into a conv means the conv *reads* that group's
+    channels as input columns. Layers on the longest path form the top row; a side branch (a
+    projection shortcut) sits on the row below, just before the node that joins it."""
+    import matplotlib.pyplot as plt
+
+    order = list(graph.fx_graph.nodes)
+    names = [n.target if n.op == "call_module" else None for n in order]
+    if first not in names or last not in names:
+        raise ValueError(f"group_graph: {first!r} and {last!r} must be traced modules of the model")
+    nodes = order[names.index(first):names.index(last) + 1]
+    inside = set(nodes)
+    groups = _node_groups(graph, order)
+    depth = {}
+    for n in nodes:                                   # longest path from the range's start
+        depth[n] = 1 + max((depth[a] for a in n.all_input_nodes if a in inside), default=-1)
+    users = {n: [u for u in n.users if u in inside] for n in nodes}
+    late = {}
+    for n in reversed(nodes):                         # as late as its first user allows
+        late[n] = min((late[u] - 1 for u in users[n]), default=depth[n])
+    pos = {n: (late[n], 0 if late[n] == depth[n] else -1) for n in nodes}
+    used = sorted({groups[n].index: groups[n] for n in nodes if groups[n] is not None}.values(),
+                  key=lambda g: g.index)
+    color = {g.index: GROUP_COLORS[i % len(GROUP_COLORS)] for i, g in enumerate(used)}
+
+    def color_of(node) -> str:
+        g = groups.get(node)
+        return color.get(g.index, "grey") if g is not None else "grey"
+    width = max(8.0, 0.62 * (max(x for x, _ in pos.values()) + 1))
+    fig, ax = plt.subplots(figsize=(width, 3.2))
+    for n in nodes:
+        for a in n.all_input_nodes:
+            if a not in pos:                             # an input from outside the range
+                continue
+            start = pos[a]
+            ax.annotate("", xy=pos[n], xytext=start, arrowprops=dict(
+                arrowstyle="-|>", color=color_of(a), lw=2.2,
+                shrinkA=14, shrinkB=14, connectionstyle="arc3,rad=0.0"))
+    modules = dict(graph.root.named_modules())
+    for n in nodes:
+        x, y = pos[n]
+        kind = type(modules[n.target]).__name__ if n.op == "call_module" else getattr(n.target, "__name__", n.op)
+        ax.scatter([x], [y], s=900, marker="s" if n.op == "call_module" else "o",
+                   color=color_of(n), edgecolor="black", zorder=3)
+        ax.text(x, y, _SHORT_KIND.get(kind, kind[:5]), ha="center", va="center", fontsize=7, zorder=4,
+                color="white", fontweight="bold")
+        if n.op == "call_module":
+            parts = n.target.split(".")
+            cut = 2 if len(parts) > 2 else len(parts) - 1          # "layer2.0" over "shortcut.0"
+            label = ".".join(parts[:cut]) + "\n" + ".".join(parts[cut:])
+            ax.text(x, y - 0.28, label, ha="center", va="top", fontsize=6, color="dimgrey")
+    for g in used:
+        ax.scatter([], [], s=120, marker="s", color=color[g.index],
+                   label=f"group {g.index}: {g.size} channels (first writer {g.name})")
+    ax.set_ylim(-1.6, 0.9)
+    ax.set_xlim(-0.8, max(x for x, _ in pos.values()) + 0.8)
+    ax.axis("off")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(used), 3), fontsize=8, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- comparisons
+def sweep_panels(rows: Sequence[Mapping], panels: Mapping[str, Sequence[str]], x_key: str = "macs_kept",
+                 group_key: str = "method", xlabel: str = "MACs kept (% of the dense model)",
+                 ylabel: str = "test accuracy (%)", title: str = "") -> Figure:
+    """Small multiples of a sweep: one panel per ``{panel title: [series, ...]}``, each showing
+    a few series (mean over seeds against ``x_key``) in colour over every other series in grey.
+
+    ``rows`` are :func:`prunekit.compare.aggregate` rows (``mean``, ``std``, optionally ``se``).
+    A series keeps its colour and marker in every panel; the thick error bar is the seed
+    standard deviation, the thin wide one +-1 binomial standard error of the test set. Keep a
+    panel to about five series: more cannot be told apart."""
+    if not panels:
+        raise ValueError("sweep_panels: name at least one panel")
+    names = list(dict.fromkeys(r[group_key] for r in rows))
+    missing = sorted({s for series in panels.values() for s in series} - set(names))
+    if missing:
+        raise ValueError(f"sweep_panels: no rows for {missing}")
+    shown = list(dict.fromkeys(s for series in panels.values() for s in series))
+    style = {s: (GROUP_COLORS[i % len(GROUP_COLORS)], GROUP_MARKERS[i % len(GROUP_MARKERS)])
+             for i, s in enumerate(shown)}
+    fig, axes = _new_figure(len(panels), width=4.2, height=3.8)
+    xs = sorted({r[x_key] for r in rows})
+    step = (min(np.diff(xs)) if len(xs) > 1 else 0.1) * 100 * 0.06
+    for ax, (panel, series) in zip(axes, panels.items()):
+        for name in names:
+            pts = sorted((r for r in rows if r[group_key] == name), key=lambda r: r[x_key])
+            x = np.array([100 * r[x_key] for r in pts])
+            y = np.array([100 * r["mean"] for r in pts])
+            if name not in series:
+                ax.plot(x, y, color="0.82", lw=1, zorder=1)
+                continue
+            color, marker = style[name]
+            x = x + (series.index(name) - (len(series) - 1) / 2) * step
+            ax.errorbar(x, y, yerr=[100 * r["std"] for r in pts], color=color, marker=marker, ms=6,
+                        capsize=3, elinewidth=2, lw=1.5, label=name, zorder=3)
+            if all("se" in r for r in pts):
+                ax.errorbar(x, y, yerr=[100 * r["se"] for r in pts], fmt="none", color=color,
+                            capsize=6, elinewidth=0.8, alpha=0.5, zorder=2)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xticks([100 * v for v in xs])
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel(ylabel)
+    lo = min(100 * (r["mean"] - r["std"]) for r in rows)
+    hi = max(100 * (r["mean"] + r["std"]) for r in rows)
+    for ax in axes:
+        ax.set_ylim(lo - 1, hi + 1)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def head_heatmaps(panels: Mapping[str, Tensor | np.ndarray], row_labels: Sequence[str] = (),
+                  title: str = "Which heads matter") -> Figure:
+    """One layer x head heatmap per score (``{title: array[layers, heads]}``), side by side.
+
+    Scores come in different units (a loss change, a norm), so each panel has its own colour
+    scale, and every cell is labelled with its *rank* over the whole model (1 = most important):
+    two panels agree where the same cells are bright and carry small numbers."""
+    if not panels:
+        raise ValueError("head_heatmaps: nothing to draw")
+    arrays = {label: _as_numpy(v) for label, v in panels.items()}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"head_heatmaps: every panel must be one (layers, heads) array; got {shapes}")
+    layers, heads = next(iter(shapes))
+    fig, axes = _new_figure(len(arrays), width=3.0, height=3.0)
+    for ax, (label, a) in zip(axes, arrays.items()):
+        image = ax.imshow(a, cmap="viridis", aspect="equal")
+        ranks = np.empty(a.size, dtype=int)
+        ranks[np.argsort(-a.ravel(), kind="stable")] = np.arange(1, a.size + 1)
+        for (i, j), r in zip(np.ndindex(a.shape), ranks):
+            bright = a[i, j] > (a.min() + a.max()) / 2
+            ax.text(j, i, str(r), ha="center", va="center", fontsize=8, color="black" if bright else "white")
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks(range(heads))
+        ax.set_xlabel("head")
+        ax.set_yticks(range(layers), list(row_labels) or [str(i) for i in range(layers)], fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    axes[0].set_ylabel("block")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -87,6 +87,20 @@ def test_aggregate_reports_seed_spread_and_binomial_se():
     assert "se" not in compare.aggregate(records, "accuracy")[0]
 
 
+def test_difference_noise_adds_test_set_and_seed_variances():
+    a = {"mean": 0.80, "std": 0.02, "n": 4, "se": 0.013}
+    b = {"mean": 0.78, "std": 0.00, "n": 1, "se": 0.013}
+    assert compare.difference_noise(a, b) == pytest.approx(2 * (2 * 0.013 ** 2 + 0.02 ** 2 / 4) ** 0.5)
+    assert compare.difference_noise(a, b) == compare.difference_noise(b, a)
+    rows = compare.aggregate([{"m": "x", "acc": v} for v in (0.80, 0.82)] + [{"m": "y", "acc": 0.7}],
+                             "acc", by=("m",), n_test=1000)
+    expected = 2 * (compare.binomial_se(0.81, 1000) ** 2 + compare.binomial_se(0.7, 1000) ** 2
+                    + 0.02 ** 2 / 2 / 2) ** 0.5       # the std of (0.80, 0.82) is 0.01414, squared 2e-4
+    assert compare.difference_noise(*rows) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="se"):
+        compare.difference_noise({"mean": 0.8, "std": 0.0, "n": 1}, b)
+
+
 def test_scratch_b_epochs_matches_compute_and_is_capped():
     assert compare.scratch_b_epochs(10, 4e6, 4e6) == 10                    # nothing pruned: Scratch-E
     assert compare.scratch_b_epochs(10, 4e6, 2.5e6) == 16                  # 1.6x cheaper -> 1.6x epochs

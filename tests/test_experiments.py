@@ -1,6 +1,6 @@
 """experiments/: the committed results are what the scripts compute, and the experiments are fair.
 
-The long sweeps behind lecture 06 run as scripts (``python -m experiments.criteria``,
+The long sweeps behind lectures 06 and 07 run as scripts (``python -m experiments.criteria``,
 ``python -m experiments.recovery``) and are committed as JSON. These tests keep that cache
 honest: its configuration must be the script's, every run must be there, and a few runs
 re-computed here must give the committed numbers -- exactly on the machine that computed
@@ -88,6 +88,74 @@ def test_cli_tiny_writes_its_results(tmp_path, monkeypatch):
                         {"records": [], "seconds": 0.0})
     assert criteria.main(["--tiny", "--out", str(tmp_path)]) == 0
     assert calls == [(criteria.TINY, tmp_path)]
+
+
+def test_add_methods_merges_only_the_missing_runs_in_order(tmp_path, monkeypatch):
+    committed = common.read_results(criteria.NAME)
+    added = [m for m in criteria.CONFIG["methods"] if m.startswith(criteria.PER_IMAGE)]
+    assert added, "the per-image Taylor runs are part of the committed sweep"
+    older = {**committed, "records": [r for r in committed["records"] if r["method"] not in added]}
+    older["config"] = {**criteria.CONFIG, "methods": [m for m in criteria.CONFIG["methods"] if m not in added],
+                       "baseline": {**criteria.CONFIG["baseline"], "methods": [
+                           m for m in criteria.CONFIG["baseline"]["methods"] if m not in added]}}
+    older.update(common.machine_facts(committed["threads"]))       # as if computed on this machine
+    common.write_results(older, tmp_path / "criteria.json")
+    ran = []
+    monkeypatch.setattr(criteria, "load_setup", lambda dataset, model: dataset)
+    monkeypatch.setattr(criteria, "run_one", lambda setup, config, **job: ran.append(job) or {**job, "correct": 1})
+    with pytest.raises(ValueError, match="lacks are those of"):
+        criteria.add_methods(added[:1] + ["l1/local"], tmp_path, log=lambda _: None)
+    merged = criteria.add_methods(added, tmp_path, log=lambda _: None)
+    keys = [{k: r[k] for k in ("dataset", "method", "macs_kept", "seed")} for r in merged["records"]]
+    assert keys == criteria.jobs(criteria.CONFIG)                   # every run, in the full run's order
+    assert all(job["method"] in added for job in ran) and len(ran) == len(keys) - len(older["records"])
+    assert merged["config"] == criteria.CONFIG
+
+
+def test_add_methods_refuses_other_settings_and_other_machines(tmp_path):
+    committed = common.read_results(criteria.NAME)
+    changed = {**committed, "config": {**committed["config"], "lr": 0.02}}
+    common.write_results(changed, tmp_path / "criteria.json")
+    with pytest.raises(ValueError, match="more than its methods"):
+        criteria.add_methods(["taylor_bn_per_image/local"], tmp_path)
+    elsewhere = {**committed, "records": committed["records"][:-1], "cpu": "another CPU"}
+    common.write_results(elsewhere, tmp_path / "criteria.json")
+    with pytest.raises(ValueError, match="another CPU"):
+        criteria.add_methods([committed["records"][-1]["method"]], tmp_path)
+
+
+# ----------------------------------------------------------------------------- per-image Taylor
+def test_bn_gate_taylor_per_batch_is_prunekits_taylor_bn(setup):
+    from prunekit.importance import taylor
+    batches = common.seeded_batches(setup, 0, 2)
+    ours = criteria.bn_gate_taylor(setup.dense, batches, per_image=False)
+    library = taylor(setup.dense, batches, batches=2)
+    assert ours.keys() and all(torch.allclose(ours[n], library[n], rtol=1e-4, atol=1e-8) for n in ours)
+
+
+def test_per_image_and_per_batch_differ_only_in_where_the_absolute_value_is_taken(setup):
+    x, y = common.seeded_batches(setup, 1, 1)[0]
+    singles = [(x[i:i + 1], y[i:i + 1]) for i in range(8)]
+    per_image = criteria.bn_gate_taylor(setup.dense, [(x[:8], y[:8])], per_image=True)
+    one_by_one = criteria.bn_gate_taylor(setup.dense, singles, per_image=False)   # a batch of one image
+    per_batch = criteria.bn_gate_taylor(setup.dense, [(x[:8], y[:8])], per_image=False)
+    for n in per_image:
+        assert torch.allclose(per_image[n], one_by_one[n], rtol=1e-4, atol=1e-8)
+        assert (per_image[n] >= per_batch[n] - 1e-7).all()              # |mean| <= mean of |.|
+    assert any(not torch.allclose(per_image[n], per_batch[n]) for n in per_image)
+
+
+def test_per_image_callable_gives_each_group_its_summed_bn_score(setup):
+    from prunekit.graph import build_graph
+    from prunekit.importance import group_scores
+    batches = common.seeded_batches(setup, 2, 2)
+    per_bn = criteria.bn_gate_taylor(setup.dense, batches, per_image=True)
+    graph = build_graph(setup.dense, setup.example)
+    groups = graph.prunable_groups()
+    scores = group_scores(setup.dense, graph, groups, criteria.taylor_bn_per_image(setup.dense, setup.example, batches))
+    for g in groups:
+        (bn,) = g.modules("bn")
+        assert torch.allclose(scores[g.index], per_bn[bn], rtol=1e-5, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- fairness

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine_nets import randomise
+from prunekit.testing import randomise
 from prunekit import finegrained as fg
 from prunekit import models, viz
 from prunekit.train import fine_tune

@@ -38,11 +38,14 @@ import torch.nn.utils.prune as torch_prune
 import prunekit
 from prunekit.data import example_input
 from prunekit.export import save_pruned
-from prunekit.grade import autograde, budget, cells, contract, reference, report, sandbox
+from prunekit.grade import assemble, autograde, budget, cells, contract, reference, report, sandbox
+from prunekit.grade.score import score as score_tasks
 from prunekit.grade.catalog import load_exercise
 from prunekit.grade.checks import BudgetCheck, Verdict, check_of, run_check
 from prunekit.grade.generate import make_exercise
-from prunekit.grade.runner import CellRun, GraderError, Limits
+from prunekit.grade.limits import GraderError, Limits
+from prunekit.grade.results import GradeResult, TaskResult
+from prunekit.grade.runner import CellRun
 from prunekit.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,8 +223,8 @@ def test_the_verdict_follows_the_grader_s_numbers(macs, correct, passed, start):
 
 # ---------------------------------------------------------------- scoring: the verdict, not the kernel
 def _challenge_steps():
-    return [autograde.Step("solution", "design", "design"),
-            autograde.Step("test", "test_challenge", "test_challenge", "hand_in('pruned.pt')", 6.0, check=CHECK)]
+    return [assemble.Step("solution", "design", "design"),
+            assemble.Step("test", "test_challenge", "test_challenge", "hand_in('pruned.pt')", 6.0, check=CHECK)]
 
 
 PASS = Verdict(True, "passed, measured by the grader: ...", {})
@@ -238,12 +241,12 @@ FAIL = Verdict(False, "over the MAC budget, measured by the grader: ...", {})
      None, 0.0, "not run: your code in 'design' stopped the kernel: timed out after 60 s"),
 ])
 def test_a_checked_task_scores_the_verdict_not_the_kernel(design, test, verdict, score, message):
-    (task,) = autograde.score(_challenge_steps(), [design, test], {}, {1: verdict} if verdict else {})
+    (task,) = score_tasks(_challenge_steps(), [design, test], {}, {1: verdict} if verdict else {})
     assert task.score == score and task.message.startswith(message), task.message
 
 
 def test_a_solution_that_fails_its_own_check_stops_the_grader(exercise, monkeypatch):
-    steps = [autograde.Step("test", "test_challenge", "test_challenge", points=6.0, check=CHECK)]
+    steps = [assemble.Step("test", "test_challenge", "test_challenge", points=6.0, check=CHECK)]
     monkeypatch.setattr(autograde, "execute", lambda *a, **k: (steps, [CellRun(0, "ok")], {0: FAIL}))
     with pytest.raises(GraderError, match="fails in cell 'test_challenge': over the MAC budget"):
         reference.compute(exercise, Limits(sandbox=sandbox.Sandbox("none")))
@@ -264,24 +267,24 @@ def _answered(exercise):
 
 
 def test_written_answers_are_listed_for_a_person_with_their_text(exercise):
-    manual = autograde.manual_answers(exercise, _answered(exercise))
+    manual = assemble.manual_answers(exercise, _answered(exercise))
     assert [(m.grade_id, m.score, m.max_score, m.answered) for m in manual] == [
         ("answer_budget", 0.0, 2.0, False), ("answer_repair", None, 2.0, True), ("answer_masks", 0.0, 2.0, False)]
     assert manual[1].answer.startswith("BN statistics") and manual[1].message == "needs manual grading"
     assert manual[0].message == "not answered (the cell is as released)"
     assert manual[2].message == "not answered: the answer cell is missing"
-    assert [m.answered for m in autograde.manual_answers(exercise, exercise.notebook)] == [True] * 3
+    assert [m.answered for m in assemble.manual_answers(exercise, exercise.notebook)] == [True] * 3
 
 
 def test_json_gradebook_and_feedback_say_what_needs_manual_grading(exercise, tmp_path):
-    tasks = [autograde.TaskResult("test_challenge", 6.0, 6.0, True, "passed, measured by the grader: 1 | 2")]
-    result = autograde.GradeResult(exercise.name, 6.0, 6.0, tasks,
-                                   manual=autograde.manual_answers(exercise, _answered(exercise)))
+    tasks = [TaskResult("test_challenge", 6.0, 6.0, True, "passed, measured by the grader: 1 | 2")]
+    result = GradeResult(exercise.name, 6.0, 6.0, tasks,
+                                   manual=assemble.manual_answers(exercise, _answered(exercise)))
     data = json.loads(json.dumps(result.as_dict()))
     assert (data["score"], data["max_score"], data["manual_max_score"]) == (6.0, 6.0, 6.0)  # manual points apart
     assert [(m["grade_id"], m["score"], m["needs_manual_grade"]) for m in data["manual"]] == [
         ("answer_budget", 0.0, False), ("answer_repair", None, True), ("answer_masks", 0.0, False)]
-    assert autograde.GradeResult.from_dict(data) == result
+    assert GradeResult.from_dict(data) == result
     report.write_gradebook(tmp_path / "g.csv", [("alice", result)], ["test_challenge"])
     (row,) = csv.DictReader(open(tmp_path / "g.csv"))
     assert row == {"submission": "alice", "exercise": exercise.name, "test_challenge": "6", "answer_budget": "0",
@@ -320,5 +323,5 @@ def test_nothing_here_reads_the_submission_s_copy_of_the_check(exercise):
     for cell in sub.cells:
         if cells.grade_id(cell) == "test_challenge":
             cell.metadata["prunekit"]["check"]["max_macs"] = 10**9
-    _, steps, _ = autograde.assemble(exercise, sub)
+    _, steps, _ = assemble.assemble(exercise, sub)
     assert [s.check for s in steps if s.kind == "test"] == [CHECK]

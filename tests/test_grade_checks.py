@@ -2,8 +2,9 @@
 
 This is the hook for exercises whose result the grader must measure itself (a pruned model's
 size and accuracy against a budget): the notebook saves the file and calls ``hand_in``; the
-runner takes it out of the box (regular files only -- never a link the kernel planted); a check
-module then runs in a fresh box with the file read-only.
+runner takes the files the checks name out of the box (regular files only -- never a link or a
+FIFO the kernel planted under a checked name); a check module (here the real one,
+:mod:`prunekit.grade.budget`) then runs in a fresh box with the file read-only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 
 from prunekit.grade import sandbox
 from prunekit.grade.checks import run_check
-from prunekit.grade.runner import Limits, RunOptions, run_notebook
+from prunekit.grade.limits import Limits
+from prunekit.grade.runner import RunOptions, run_notebook
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None and not IN_CI,
@@ -43,15 +45,18 @@ def test_a_handed_in_model_is_checked_in_its_own_box(tmp_path):
     box = sandbox.resolve("bwrap")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(SAVE)]
-    (run,) = run_notebook(nb, Limits(cell_timeout=120, sandbox=box), RunOptions(outbox=tmp_path / "handed"))
+    wanted = ("pruned.pt", "planted.pt", "blocking.pt", "never-made.pt")
+    options = RunOptions(outbox=tmp_path / "handed", collect=wanted)
+    (run,) = run_notebook(nb, Limits(cell_timeout=120, sandbox=box), options)
     assert run.status == "ok", run.evalue
     where, widths = nb.cells[0].outputs[0]["text"].split(" ", 1)
     assert where == f"{sandbox.OUTBOX}/pruned.pt"
     assert sorted(p.name for p in (tmp_path / "handed").iterdir()) == ["pruned.pt"]  # no link, no fifo
-    report = run_check(box, "prunekit.grade.checks", {"pruned.pt": tmp_path / "handed" / "pruned.pt"},
-                       ["pruned-model", f"{sandbox.INBOX}/pruned.pt"], timeout=120)
-    assert report["plain"] is True and report["conv_out_channels"] == eval(widths)  # noqa: S307 - our own print
-    assert 0 < report["params"]
+    report = run_check(box, "prunekit.grade.budget", {"pruned.pt": tmp_path / "handed" / "pruned.pt"},
+                       [f"{sandbox.INBOX}/pruned.pt", "--dataset", "mnist_hard", "--architectures", "vgg_small"],
+                       timeout=180)
+    assert report["valid"] is True and report["widths"] == eval(widths)  # noqa: S307 - our own print
+    assert 0 < report["params"] and report["macs"] < report["dense_macs"]
 
 
 def test_outside_the_grader_hand_in_does_nothing(tmp_path, monkeypatch):

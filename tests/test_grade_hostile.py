@@ -1,23 +1,32 @@
 """The autograder against broken and hostile submissions (tiny fixture exercise, real kernels).
 
-One folder-mode CLI run grades every submission below in parallel (``-j 3``, about a minute),
-honest ones interleaved with the attacks; each test then checks one submission's row. The
-fixture exercise ``ex90_tiny`` has three tasks: ``test-double`` (2 points), ``test-l1`` (3,
+One folder-mode CLI run grades every submission below in parallel (``-j 3``, about two
+minutes), honest ones interleaved with the attacks; each test then checks one submission's row.
+The fixture exercise ``ex90_tiny`` has three tasks: ``test-double`` (2 points), ``test-l1`` (3,
 uses ``torch.allclose``, records its asserted properties), ``test-answer`` (1).
 
-Every attack must gain 0 points it did not earn, and the honest submissions graded in the same
-batch must keep full marks. A second, small run with ``--sandbox none`` replays two attacks
-without the sandbox and shows they *do* work there: the tests can fail.
+Every attack must gain 0 points it did not earn, the honest submissions graded in the same
+batch must keep full marks, and the batch must write its gradebook and every feedback page.
+Besides attacks on the sandbox and on the checks, the batch holds what the grader reads as
+root before any kernel runs: a notebook whose cells are strings, one nested 50,000 levels deep,
+links to the solution and to ``/etc/shadow``, a FIFO, a device, a file name that is not UTF-8;
+kernel messages with lone surrogates and with the hidden tests' text; and correct answers in
+unusual forms (``np.int64``, a copied cell, a cell cut short by the time limit).
+
+A second, small run with ``--sandbox none`` replays two attacks without the sandbox and shows
+they *do* work there: the tests can fail.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -33,7 +42,8 @@ import tiny  # noqa: E402
 
 from prunekit.grade import sandbox  # noqa: E402
 from prunekit.grade.generate import generate  # noqa: E402
-from prunekit.grade.runner import Limits, run_notebook  # noqa: E402
+from prunekit.grade.limits import Limits  # noqa: E402
+from prunekit.grade.runner import run_notebook  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 15  # generous: the test machine may be busy; loops cost this much each
@@ -59,6 +69,8 @@ MARKER = "sum(range(" + "10))"  # built at run time: this notebook must not matc
 texts = []
 
 def _grab(path):
+    if not os.path.isfile(path):  # a FIFO or a device named *.ipynb (this suite plants some) would block
+        return
     try:
         with open(path, errors="replace") as f:
             text = f.read(2_000_000)
@@ -214,6 +226,37 @@ def double(x):
     return table.get(x, 0)
 '''
 
+LEAK = '''import linecache, sys
+
+
+def double(x):
+    """Read the running test's source (hidden part included) and send it out in an error message."""
+    if {condition}:
+        return 2 * x
+    text = "".join(linecache.getlines(sys._getframe(1).f_code.co_filename))
+    raise RuntimeError(text[text.find("HIDDEN"):][:290])
+'''
+# ipykernel cannot send a lone surrogate (its UTF-8 encoding fails in the kernel), but the kernel's own
+# packer can: JSON with ASCII escapes carries "\\ud800" as six characters, and the grader's JSON decoder
+# turns them back into a lone surrogate in the error's name, message and traceback.
+SURROGATE_SENT = '''import json
+from jupyter_client.session import json_default
+get_ipython().kernel.session.pack = lambda obj: json.dumps(obj, default=json_default).encode()
+raise RuntimeError("\\ud800 lone surrogate, sent as an escape")
+'''
+DEEP = '{"nbformat": 4, "nbformat_minor": 5, "metadata": {"x": ' + "[" * 50_000 + "]" * 50_000 + '}, "cells": []}'
+
+
+def _copied_cell(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Jupyter's copy-cell: the released stub of tiny-l1 stays, the answer is in a copy below it."""
+    nb = tiny.with_solutions(solution, {})
+    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "tiny-l1")
+    stub = nbformat.v4.new_code_cell("def l1_rows(w):\n    # YOUR CODE HERE\n    raise NotImplementedError()",
+                                     metadata=copy.deepcopy(nb.cells[index].metadata))
+    nb.cells.insert(index, stub)
+    return nb
+
+
 RNG_HUNGRY = {
     "tiny-double": "import random\nimport torch\n\n\ndef double(x):\n    torch.rand(3)\n    random.random()\n"
                    "    return x + x",
@@ -273,7 +316,36 @@ def _submissions(ctx, solution, exercise, other_exercise) -> dict[str, object]:
                            "def double(x):\n    return 7 if x == 3 else 2 * x"}),
         "other_exercise": tiny.with_solutions(other_exercise, {"other-triple": "def triple(x):\n    return 3 * x"}),
         "invalid_json": "{ this is not a notebook",
+        # read as root before any kernel runs: the batch must survive every one of these
+        "c1_cells_are_strings": '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": ["x"]}',
+        "c2_nested_50000": DEEP,
+        # kernel-supplied text: a lone surrogate, and the hidden tests' own source
+        "c3_surrogate": with_(solution, {"tiny-double": 'raise RuntimeError("\\ud800 lone surrogate")'}),
+        "c3_surrogate_sent": with_(solution, {"tiny-double": SURROGATE_SENT}),
+        "c4_leak_visible": with_(solution, {"tiny-double": LEAK.replace("{condition}", "False")}),
+        "c4_leak_hidden": with_(solution, {"tiny-double": LEAK.replace("{condition}", "x != -1")}),
+        # correct answers in unusual forms
+        "c5_numpy_int": with_(solution, {"tiny-double": "import numpy as np\n\n\ndef double(x):\n"
+                                                        "    return np.int64(2 * x)"}),
+        "c6_copied_cell": _copied_cell(solution),
+        "c7_cut_by_time_limit": with_(solution, {"tiny-answer": "answer = 45\nimport time\nwhile True:\n"
+                                                                "    time.sleep(0.1)"}),
     }
+
+
+def _plant_files(ctx) -> list[str]:
+    """Entries of the submissions folder that are not regular files (and a name that is not UTF-8);
+    returns the stems the gradebook must list."""
+    subs = ctx["subs"]
+    os.symlink(ctx["sol_file"], subs / "d1_link_to_solution.ipynb")
+    os.symlink("/etc/shadow", subs / "d2_link_to_shadow.ipynb")
+    os.mkfifo(subs / "d3_fifo.ipynb")  # opening it for reading would block the grader forever
+    stems = ["d1_link_to_solution", "d2_link_to_shadow", "d3_fifo"]
+    if os.geteuid() == 0:  # /dev/zero: reading it to the end never ends
+        os.mknod(subs / "d4_device.ipynb", stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        stems.append("d4_device")
+    (subs / os.fsdecode(b"d5_name_\xff.ipynb")).write_text(nbformat.writes(_read(ctx["sol_file"])))
+    return stems + [os.fsdecode(b"d5_name_\xff")]
 
 
 class _Listener:
@@ -360,6 +432,7 @@ def graded(tmp_path_factory, reference_cache):
     exercises = ctx["root"] / "exercises"
     _write_submissions(ctx, _submissions(ctx, _read(ctx["sol_file"]), _read(exercises / "ex90_tiny.ipynb"),
                                          _read(exercises / "ex91_other.ipynb")))
+    planted = _plant_files(ctx)
     before = hashlib.sha256(ctx["sol_file"].read_bytes()).hexdigest()
     refs = subprocess.run([sys.executable, "-m", "prunekit.grade.reference", "--solutions", str(ctx["solutions"]),
                            "--cache-dir", str(ctx["cache"]), "--sandbox", "bwrap"], capture_output=True, text=True,
@@ -373,7 +446,7 @@ def graded(tmp_path_factory, reference_cache):
     survivors = [p.pid for p in psutil.process_iter(["cmdline"]) if MARK in (p.info["cmdline"] or [])]
     for pid in survivors:  # never leave one behind, even when the test fails
         psutil.Process(pid).kill()
-    return dict(ctx, results=results, rows=rows, before=before, stdout=done.stdout,
+    return dict(ctx, results=results, rows=rows, before=before, stdout=done.stdout, planted=planted,
                 connections=ctx["listener"].connections, cached=cached, cached_after=_digests(ctx["cache"]),
                 survivors=survivors)
 
@@ -526,12 +599,79 @@ def test_invalid_json_is_a_zero_row_with_its_reason(graded):
 
 def test_gradebook_and_feedback_cover_every_submission(graded):
     rows = graded["rows"]
-    assert len(rows) == len(graded["results"]) == 21
+    assert len(rows) == len(graded["results"]) == 30 + len(graded["planted"])
     assert rows["partial"]["test-double"] == "2" and rows["partial"]["total"] == "2"
     feedback = (graded["out"] / "feedback" / "exit_and_bomb.md").read_text()
     assert "**Score: 3 / 6**" in feedback and "SystemExit" in feedback
     assert "Traceback" not in feedback
     assert "not run" not in (graded["out"] / "feedback" / "a3_full.md").read_text()  # no false "added cells" note
+
+
+# ---------------------------------------------------------------- what the grader reads and writes itself
+@pytest.mark.parametrize("name, reason", [
+    ("c1_cells_are_strings", "not a valid notebook (ValidationError)"),
+    ("c2_nested_50000", "nests deeper than 64 levels"),
+    ("d1_link_to_solution", "is a symbolic link, not a file"),
+    ("d2_link_to_shadow", "is a symbolic link, not a file"),
+    ("d3_fifo", "is a FIFO, not a regular file"),
+    ("d4_device", "is a device or socket, not a regular file"),
+])
+def test_what_is_not_a_notebook_is_its_own_zero_row_with_a_reason(graded, name, reason):
+    """Each of these once stopped the whole batch (a traceback, a hang, memory exhausted) or scored
+    the linked solution 6/6; now it is one row, read or refused before a kernel starts."""
+    if name not in graded["rows"]:
+        pytest.skip("a device node needs root")
+    row = graded["rows"][name]
+    assert (row["total"], row["max_score"]) == ("0", "0") and reason in row["error"], row
+    assert (graded["out"] / "feedback" / f"{name}.md").exists()
+
+
+def test_no_line_of_a_linked_file_reaches_the_gradebook(graded):
+    gradebook = (graded["out"] / "grades.csv").read_text()
+    assert "root:" not in gradebook and "daemon:" not in gradebook
+
+
+def test_text_that_is_not_utf8_cannot_stop_the_batch(graded):
+    """A file name with an undecodable byte and a kernel error with a lone surrogate: both end up
+    escaped in the gradebook, the JSON and the feedback instead of ending the run."""
+    weird = graded["planted"][-1]
+    assert graded["results"][weird]["score"] == 6.0  # the solution, under a name that is not UTF-8
+    assert graded["rows"]["d5_name_\\xff"]["total"] == "6"
+    assert (graded["out"] / "feedback" / f"{weird}.md").exists()
+    message = _tasks(graded, "c3_surrogate")["test-double"]["message"]
+    assert message.startswith("UnicodeEncodeError") or "\\ud800" in message
+    assert _scores(graded, "c3_surrogate") == {"test-double": 0.0, "test-l1": 3.0, "test-answer": 1.0}
+    sent = _tasks(graded, "c3_surrogate_sent")["test-double"]  # a real lone surrogate reached the grader
+    assert sent["message"].startswith("RuntimeError: \\ud800 lone surrogate"), sent["message"]
+    assert _scores(graded, "c3_surrogate_sent") == {"test-double": 0.0, "test-l1": 3.0, "test-answer": 1.0}
+
+
+def test_feedback_never_quotes_a_hidden_test(graded):
+    """The student's function read the running test's source and raised it as its error message:
+    from a hidden line only the exception's type is shown, from a visible one the message is withheld."""
+    hidden = _tasks(graded, "c4_leak_hidden")["test-double"]
+    visible = _tasks(graded, "c4_leak_visible")["test-double"]
+    assert hidden["score"] == visible["score"] == 0.0
+    assert hidden["message"] == "RuntimeError (in a hidden test)"
+    assert visible["message"].startswith("RuntimeError: (message withheld: it quotes a hidden test)")
+    written = (graded["out"] / "all.json").read_text() + (graded["out"] / "grades.csv").read_text() + "".join(
+        p.read_text() for p in (graded["out"] / "feedback").glob("*.md"))
+    assert "assert double(-1) == -2" not in written
+
+
+def test_a_numpy_integer_is_the_number_it_holds(graded):
+    assert _scores(graded, "c5_numpy_int") == FULL
+
+
+def test_a_copied_cell_is_graded_by_the_copy_the_student_changed(graded):
+    assert _scores(graded, "c6_copied_cell") == FULL
+    assert any("2 cells with grade_id 'tiny-l1'" in n for n in graded["results"]["c6_copied_cell"]["notes"])
+
+
+def test_a_cell_cut_by_the_time_limit_is_reported_even_when_its_task_passes(graded):
+    task = _tasks(graded, "c7_cut_by_time_limit")["test-answer"]
+    assert task["passed"] and f"'tiny-answer' was stopped at the time limit (timed out after {CELL_TIMEOUT} s)" \
+        in task["message"]
 
 
 # ---------------------------------------------------------------- the control: the same attacks, no sandbox

@@ -30,10 +30,11 @@ import tiny  # noqa: E402
 from variants import VARIANTS  # noqa: E402
 
 from prunekit.grade import cells  # noqa: E402
-from prunekit.grade.batch import grade_paths, resolve_limits  # noqa: E402
+from prunekit.grade.batch import grade_paths  # noqa: E402
 from prunekit.grade.catalog import load_catalog  # noqa: E402
 from prunekit.grade.generate import make_exercise, render  # noqa: E402
-from prunekit.grade.runner import Limits  # noqa: E402
+from prunekit.grade.limits import Limits  # noqa: E402
+from prunekit.grade.sandbox import resolve_limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))

@@ -5,6 +5,7 @@ CLI's exit codes -- and, under `make test`, nbgrader's own tools on our notebook
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -22,12 +23,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "grader_fixtures"))
 import tiny  # noqa: E402
 
-from prunekit.grade import RECORD_MIME, autograde, batch, cells, contract, install, record, records  # noqa: E402
-from prunekit.grade import reference, report, sandbox, seeding  # noqa: E402
-from prunekit.grade.catalog import SubmissionError, identify, load_catalog, load_exercise  # noqa: E402
+from prunekit.grade import RECORD_MIME, assemble, batch, cells, contract, record, reference, report  # noqa: E402
+from prunekit.grade import machine, sandbox, score  # noqa: E402
+from prunekit.grade.catalog import identify, load_catalog, load_exercise  # noqa: E402
 from prunekit.grade.compare import values_match  # noqa: E402
 from prunekit.grade.generate import generate, make_exercise, render  # noqa: E402
-from prunekit.grade.runner import CellRun, Limits  # noqa: E402
+from prunekit.grade.kernel import records, seeding  # noqa: E402
+from prunekit.grade.limits import Limits, SubmissionError  # noqa: E402
+from prunekit.grade.results import GradeResult, TaskResult  # noqa: E402
+from prunekit.grade.runner import CellRun  # noqa: E402
+from prunekit.grade.sandbox import install  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -63,7 +68,8 @@ def test_encode_keeps_types_apart():
 
 
 @pytest.mark.parametrize("expected, actual, ok", [
-    (3, 3, True), (3, 4, False), (True, 1, False), (3, {"__float__": 3.0}, False), ("a", "a", True),
+    (3, 3, True), (3, 4, False), (True, 1, False), (3, {"__float__": 3.0}, True), (3, {"__float__": 3.5}, False),
+    ("a", "a", True),
     ({"__float__": 1.0}, {"__float__": 1.0 + 1e-6}, True), ({"__float__": 1.0}, {"__float__": 1.01}, False),
     ({"__float__": "nan"}, {"__float__": "nan"}, True), ({"__float__": "inf"}, {"__float__": 1e308}, False),
     ([1, 2], [1, 2, 3], False), ({"a": 1}, {"a": 1, "b": 2}, False), ({"a": 1}, {"a": 1}, True),
@@ -106,6 +112,20 @@ def test_exercise_has_no_answers_no_hidden_tests_no_outputs():
     assert "raise NotImplementedError()" in text and '"hi"' not in text and "7" not in text.split("points")[0][-40:]
     assert text == render(make_exercise(tiny.tiny_solution()))  # nothing random (cell ids, order)
     assert solution.cells[2].execution_count == 7  # the input is not modified
+
+
+def test_exercise_runs_past_unfinished_tasks_and_hides_nbval_markers():
+    """Run All must reach every visible test: unfinished tasks raise, and the run goes on."""
+    from nbclient import NotebookClient
+
+    solution = tiny.tiny_solution()
+    solution.cells[-1].source = "# NBVAL_CHECK_OUTPUT\n" + solution.cells[-1].source
+    exercise = make_exercise(solution)
+    assert "NBVAL" not in render(exercise)
+    NotebookClient(exercise, timeout=60, kernel_name="python3").execute()  # no CellExecutionError
+    ran = [c for c in exercise.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in ran), "a cell after the first unfinished task never ran"
+    assert any(o.get("ename") == "NotImplementedError" for c in ran for o in c.outputs)
 
 
 def test_markers_outside_solution_cells_are_refused():
@@ -182,10 +202,10 @@ def test_the_contract_wants_points_and_a_record():
 def test_hidden_markers_become_reseeds_on_the_same_line():
     src = ("x = f()\nif True:\n    ### BEGIN HIDDEN TESTS\n    y = 1\n    ### END HIDDEN TESTS\n"
            "### BEGIN HIDDEN TESTS\nz = 2")
-    out = seeding.reseed_hidden_blocks(src + "\n### END HIDDEN TESTS", "test_f").split("\n")
+    out = assemble.reseed_hidden_blocks(src + "\n### END HIDDEN TESTS", "test_f").split("\n")
     assert len(out) == len(src.split("\n")) + 1  # line numbers in messages stay right
-    assert out[2] == "    " + seeding.reseed_code("test_f#hidden0") + "  # ### BEGIN HIDDEN TESTS"
-    assert out[5].startswith(seeding.reseed_code("test_f#hidden1"))
+    assert out[2] == "    " + assemble.reseed_code("test_f#hidden0") + "  # ### BEGIN HIDDEN TESTS"
+    assert out[5].startswith(assemble.reseed_code("test_f#hidden1"))
     compile("\n".join(out), "cell", "exec")
 
 
@@ -229,13 +249,13 @@ def test_assembly_reseeds_before_tests_hides_them_from_history_and_skips_trailin
     solution.cells.append(nbformat.v4.new_code_cell("print('a demo after the last test')"))
     nbformat.write(solution, tmp_path / "ex90_tiny.ipynb")
     exercise = load_exercise(tmp_path / "ex90_tiny.ipynb")
-    nb, steps, notes = autograde.assemble(exercise, make_exercise(solution))
+    nb, steps, notes = assemble.assemble(exercise, make_exercise(solution))
     assert [s.kind for s in steps][-2:] == ["test", "skip"] and nb.cells[-1].source == ""
-    options = autograde.run_options(steps)
+    options = assemble.run_options(steps)
     tests = [i for i, s in enumerate(steps) if s.kind == "test"]
     assert options.private == set(tests)
-    assert options.preludes == {i: seeding.reseed_code(steps[i].grade_id) for i in tests}
-    assert seeding.reseed_code("test-double#hidden0") in nb.cells[2].source
+    assert options.preludes == {i: assemble.reseed_code(steps[i].grade_id) for i in tests}
+    assert assemble.reseed_code("test-double#hidden0") in nb.cells[2].source
     assert notes == []  # the instructor's own cells, unlabelled ones included, are not "cells you added"
 
 
@@ -244,7 +264,7 @@ def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the
     sub = tiny.with_solutions(tiny.tiny_solution(), {"tiny-double": "def double(x):\n    return x * 2",
                                                       "test-double": "pass", "setup": "import os"})
     sub.cells.append(nbformat.v4.new_code_cell("def helper(): pass"))
-    nb, steps, notes = autograde.assemble(exercise, sub)
+    nb, steps, notes = assemble.assemble(exercise, sub)
     sources = [c.source for c in nb.cells]
     assert sources[1] == "def double(x):\n    return x * 2"
     assert sources[0].startswith("import torch") and "BEGIN HIDDEN TESTS" in sources[2]
@@ -256,8 +276,8 @@ def test_assembly_takes_tests_from_the_solution_and_only_solution_cells_from_the
 # ---------------------------------------------------------------- scoring messages
 def _steps():
     test_src = "assert f(1) == 2, 'f(1) should be 2'\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS"
-    return [autograde.Step("solution", "sol-f", "sol-f"),
-            autograde.Step("test", "test-f", "test-f", test_src, points=2.0)]
+    return [assemble.Step("solution", "sol-f", "sol-f"),
+            assemble.Step("test", "test-f", "test-f", test_src, points=2.0)]
 
 
 def _tb(line: int) -> list[str]:
@@ -278,14 +298,14 @@ def _tb(line: int) -> list[str]:
     (CellRun(1, "timeout", detail="timed out after 5 s"), "timed out after 5 s while running the tests"),
 ])
 def test_task_messages(test_run, message):
-    (task,) = autograde.score(_steps(), [CellRun(0, "ok"), test_run], {"test-f": [{"key": "k", "value": 2}]})
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), test_run], {"test-f": [{"key": "k", "value": 2}]})
     assert task.message == message
     assert task.score == (2.0 if message == "passed" else 0.0)
 
 
 def test_a_hint_recorded_by_the_solution_is_the_message():
     expected = {"test-f": [{"key": "k", "value": 2, "hint": "ties: lower index first"}]}
-    (task,) = autograde.score(_steps(), [CellRun(0, "ok"), CellRun(1, "ok", records=[
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), CellRun(1, "ok", records=[
         {"key": "k", "value": 3, "hint": "the student's own hint is ignored"}])], expected)
     assert task.message == "value of 'k' differs from the expected result: ties: lower index first"
 
@@ -293,15 +313,15 @@ def test_a_hint_recorded_by_the_solution_is_the_message():
 def test_a_dependency_failure_is_named_in_the_message():
     runs = [CellRun(0, "error", "SyntaxError", "invalid syntax"),
             CellRun(1, "error", "NameError", "name 'f' is not defined")]
-    (task,) = autograde.score(_steps(), runs, {})
+    (task,) = score.score(_steps(), runs, {})
     assert task.message == ("SyntaxError: invalid syntax in your code ('sol-f'); "
                             "then the test failed: NameError: name 'f' is not defined")
 
 
 def test_reports_have_the_documented_shape(tmp_path):
-    result = autograde.GradeResult("ex", 2.0, 3.0, [
-        autograde.TaskResult("t1", 2.0, 2.0, True, "passed"),
-        autograde.TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
+    result = GradeResult("ex", 2.0, 3.0, [
+        TaskResult("t1", 2.0, 2.0, True, "passed"),
+        TaskResult("t2", 0.0, 1.0, False, "AssertionError: a|b")])
     report.write_gradebook(tmp_path / "g.csv", [("alice", result)], ["t1", "t2"])
     assert list(csv.DictReader(open(tmp_path / "g.csv"))) == [
         {"submission": "alice", "exercise": "ex", "t1": "2", "t2": "0", "total": "2", "max_score": "3", "error": ""}]
@@ -309,13 +329,13 @@ def test_reports_have_the_documented_shape(tmp_path):
     md = report.feedback_markdown("alice", result)
     assert "**Score: 2 / 3**" in md and "failed: AssertionError: a\\|b" in md
     result.notes.append("a note")
-    assert autograde.GradeResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
+    assert GradeResult.from_dict(json.loads(json.dumps(result.as_dict()))) == result
 
 
 def test_merge_reads_results_and_names_missing_ones(tmp_path, capsys):
     from prunekit.grade.merge import main as merge
 
-    result = autograde.GradeResult("ex", 1.0, 2.0, [autograde.TaskResult("t1", 1.0, 2.0, False, "x")])
+    result = GradeResult("ex", 1.0, 2.0, [TaskResult("t1", 1.0, 2.0, False, "x")])
     (tmp_path / "res").mkdir()
     report.write_json(result, tmp_path / "res" / "alice.json")
     (tmp_path / "res" / "broken.json").write_text("{ not json")
@@ -357,7 +377,7 @@ def test_the_box_binds_no_repository_and_shares_no_namespace(tmp_path):
 
 
 def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.box.shutil, "which", lambda name: None)
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
         sandbox.resolve("auto", tmp_path, ci=True)
     with pytest.raises(sandbox.SandboxUnavailable):
@@ -370,7 +390,7 @@ def test_no_bwrap_is_an_error_in_ci_and_a_warning_elsewhere(tmp_path, monkeypatc
 def test_the_cli_refuses_to_grade_without_the_sandbox_in_ci(tmp_path, monkeypatch, capsys):
     from prunekit.grade.__main__ import main
 
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.box.shutil, "which", lambda name: None)
     monkeypatch.setenv("CI", "true")
     tiny.write_solutions(tmp_path / "sol")
     nbformat.write(tiny.tiny_solution(), tmp_path / "a.ipynb")
@@ -384,8 +404,9 @@ def test_the_installed_copy_is_the_package_and_nothing_else(tmp_path):
     copied = sorted(p.relative_to(site / "prunekit") for p in (site / "prunekit").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts)
     assert copied == [p.relative_to(install.PACKAGE) for p in install.package_files()]
-    assert (site / "prunekit" / "grade" / "records.py").exists() and sorted(os.listdir(site)) == ["prunekit"]
-    assert list((site / "prunekit" / "grade" / "__pycache__").glob("records.*.pyc"))  # compiled: the box is read-only
+    kernel_side = site / "prunekit" / "grade" / "kernel"
+    assert (kernel_side / "records.py").exists() and sorted(os.listdir(site)) == ["prunekit"]
+    assert list((kernel_side / "__pycache__").glob("records.*.pyc"))  # compiled: the box is read-only
 
 
 def test_the_reference_key_follows_solution_library_and_versions(tmp_path, monkeypatch):
@@ -400,12 +421,91 @@ def test_the_reference_key_follows_solution_library_and_versions(tmp_path, monke
     assert reference.runtime_versions().startswith("python=") and ";torch=2." in reference.runtime_versions()
 
 
+AVX512 = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 106
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+microcode\t: 0xd0003a5
+cpu MHz\t\t: 2899.970
+flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: something else entirely
+"""
+AVX2 = AVX512.replace(" avx512f avx512dq avx512bw avx512vl", "")
+ARM = ("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd sve2 atomics\n"
+       "CPU implementer\t: 0x41\nCPU part\t: 0xd4f\n")
+
+
+def test_the_cpu_identity_names_the_kernel_set_and_its_overrides(monkeypatch):
+    """AVX-512 and AVX2 nodes, an ARM server, the variables that override torch's, oneDNN's and MKL's
+    choice: each a different identity. Clock speed and microcode are not part of it."""
+    xeon = machine.cpu_identity(AVX512, {})
+    assert "model name=Intel(R) Xeon(R) Platinum 8375C" in xeon and "avx512f" in xeon and "microcode" not in xeon
+    assert "something else" not in xeon  # the first processor only
+    assert machine.cpu_identity(AVX512.replace("2899.970", "1200.001").replace("0xd0003a5", "0xd0003b9"), {}) == xeon
+    assert machine.cpu_fields(AVX512)["flags"] == machine.cpu_fields(AVX512.replace("fpu sse", "sse fpu"))["flags"]
+    assert machine.cpu_identity(AVX2, {}) != xeon
+    assert "Features=asimd atomics fp sve2" in machine.cpu_identity(ARM, {})
+    overridden = {name: machine.cpu_identity(AVX512, {name: "default", "OMP_NUM_THREADS": "4"})
+                  for name in machine.KERNEL_SELECTION}
+    assert len({xeon, *overridden.values()}) == 1 + len(machine.KERNEL_SELECTION)
+    assert all("OMP_NUM_THREADS" not in identity for identity in overridden.values())
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    assert machine.cpu_identity(AVX512, {}) != xeon
+    assert machine.cpu_identity("", {}).startswith("arch=aarch64;processor=")  # no /proc/cpuinfo (macOS)
+
+
+def test_the_reference_key_follows_the_cpu_s_kernel_set(tmp_path, monkeypatch):
+    """A reference made on an AVX-512 node is not reused on an AVX2 node sharing the cache, nor after
+    ATEN_CPU_CAPABILITY changes; references of different CPUs live side by side in one cache."""
+    exercise = load_exercise(tiny.write_solutions(tmp_path / "sol") / "ex90_tiny.ipynb")
+    for name in machine.KERNEL_SELECTION:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(reference, "cpu_identity", lambda: machine.cpu_identity(AVX512))
+    avx512 = reference.cache_path(exercise, tmp_path / "cache")
+    tag = machine.cpu_tag(machine.cpu_identity(AVX512))
+    assert avx512.name.startswith("ex90_tiny-") and avx512.name.endswith(f"-cpu{tag}.json")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert reference.cache_path(exercise, tmp_path / "cache") != avx512
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setattr(reference, "cpu_identity", lambda: machine.cpu_identity(AVX2))
+    avx2 = reference.cache_path(exercise, tmp_path / "cache")
+    assert avx2 != avx512
+    assert reference.cache_key(exercise) != reference.cache_key(exercise, cpu=machine.cpu_identity(AVX512))
+    (tmp_path / "cache").mkdir()
+    older = avx2.with_name(avx2.name.replace(avx2.name.split("-")[-2], "0" * 20))  # this CPU, an older solution
+    untagged = tmp_path / "cache" / f"ex90_tiny-{'1' * 20}.json"  # the format before CPUs were named
+    for path in (avx512, older, untagged):
+        path.write_text("{}")
+    monkeypatch.setattr(reference, "compute", lambda ex, limits: {"t": [{"value": 1}]})
+    assert reference.load_or_compute(exercise, Limits(), tmp_path / "cache") == {"t": [{"value": 1}]}
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([avx512.name, avx2.name])
+    assert json.loads(avx2.read_text())["cpu"] == machine.cpu_identity(AVX2)
+
+
+def test_the_kernel_gets_the_cpu_kernel_choice_and_nothing_else_of_the_grader_s_environment(tmp_path, monkeypatch):
+    for name in machine.KERNEL_SELECTION:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SECRET_TOKEN", "do not pass")
+    plain = sandbox.kernel_env(None)
+    assert not set(machine.KERNEL_SELECTION) & set(plain) and "SECRET_TOKEN" not in plain
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    env = sandbox.kernel_env(2000007)
+    assert env == {**plain, "ATEN_CPU_CAPABILITY": "default", "DNNL_MAX_CPU_ISA": "AVX2"}
+    _, unboxed = sandbox.unboxed_workdir(tmp_path, [], tmp_path / "outbox")  # --sandbox none: the same choice
+    assert unboxed["ATEN_CPU_CAPABILITY"] == "default" and "SECRET_TOKEN" not in unboxed
+
+
 def test_references_are_made_before_any_submission_runs(tmp_path, monkeypatch):
     events = []
     monkeypatch.setattr(batch.reference, "load_or_compute",
                         lambda ex, limits, cache: events.append(("reference", ex.name)) or {})
     monkeypatch.setattr(batch, "grade_one", lambda path, ex, ref, limits: events.append(("grade", path.stem))
-                        or autograde.GradeResult(ex.name, 0.0, 1.0, []))
+                        or GradeResult(ex.name, 0.0, 1.0, []))
     catalog = load_catalog(tiny.write_solutions(tmp_path / "sol"))
     paths = []
     for name, nb in (("a", tiny.tiny_solution()), ("b", tiny.other_solution()), ("c", tiny.tiny_solution())):
@@ -518,3 +618,152 @@ def test_nbgrader_leaves_the_written_answers_to_a_person(nbgrader_challenge):
     rows = {r["student_id"]: r for r in csv.DictReader(open(nbgrader_challenge / "grades.csv"))}
     assert (float(rows["alice"]["score"]), float(rows["alice"]["max_score"])) == (6.0, 12.0)  # 6 await a person
     assert float(rows["bob"]["score"]) == 0.0
+
+
+# ---------------------------------------------------------------- rule 4: no reference implementation in a test
+def _exercise_with_test(test_source: str) -> nbformat.NotebookNode:
+    solution = nbformat.v4.new_code_cell("def scores(w):\n    ### BEGIN SOLUTION\n    return w.abs().sum(1)\n"
+                                         "    ### END SOLUTION")
+    solution.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": "s",
+                                     "schema_version": 3}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [solution, _test_cell(test_source)]
+    return nb
+
+
+@pytest.mark.parametrize("source, found", [
+    # hidden blocks define nothing: a solution reads them from the line cache and runs them
+    ("record('v', scores(w))\n### BEGIN HIDDEN TESTS\ndef _ref(w):\n    return w.abs().sum(1)\n"
+     "record('h', scores(w))\n### END HIDDEN TESTS", True),
+    ("record('v', scores(w))\n### BEGIN HIDDEN TESTS\nref = lambda w: w.abs().sum(1)\n### END HIDDEN TESTS", True),
+    # a visible helper given the task's input, compared with the task's result: the answer, callable
+    ("def _ref(w):\n    return w.abs().sum(1)\n\n\ns = scores(w)\nassert torch.allclose(s, _ref(w))\n"
+     "record('v', s)", True),
+    ("def _ref(w):\n    return w.abs().sum(1)\n\n\nwant = _ref(w)\nassert (scores(w) - want).abs().max() < 1e-6\n"
+     "record('v', scores(w))", True),
+    # helpers that build inputs or measure the student's result are fine
+    ("def _shape(t):\n    return list(t.shape)\n\n\ns = scores(w)\nassert _shape(s) == [4]\nrecord('v', s)", False),
+    ("def _zeroed(w, rows):\n    w = w.clone()\n    w[rows] = 0\n    return lambda x: x @ w.T\n\n\n"
+     "ref = _zeroed(w, [1])(x)\nassert (ref - x @ w.T).abs().max() < 9\nrecord('v', scores(w))", False),
+    ("s = scores(w)\nassert torch.allclose(s, torch.tensor([1.0, 2.0]), rtol=1e-3)\nrecord('v', s)", False),
+])
+def test_the_contract_finds_reference_implementations_in_tests(source, found):
+    problems = contract.problems(_exercise_with_test(source))
+    assert bool(problems) is found, problems
+
+
+# ---------------------------------------------------------------- untrusted input, read and written defensively
+def test_only_a_regular_file_of_bounded_size_is_read(tmp_path):
+    from prunekit.grade.submission import read_bytes
+
+    (tmp_path / "nb.ipynb").write_text("{}")
+    assert read_bytes(tmp_path / "nb.ipynb") == b"{}"
+    os.symlink(tmp_path / "nb.ipynb", tmp_path / "link.ipynb")
+    os.mkfifo(tmp_path / "fifo.ipynb")
+    for name, problem in (("link", "symbolic link"), ("fifo", "a FIFO")):
+        with pytest.raises(SubmissionError, match=problem):
+            read_bytes(tmp_path / f"{name}.ipynb")
+    with pytest.raises(SubmissionError, match="is a folder"):
+        read_bytes(tmp_path)
+    with pytest.raises(SubmissionError, match="larger than"):
+        read_bytes(tmp_path / "nb.ipynb", limit=1)
+
+
+@pytest.mark.parametrize("data, depth", [
+    (b'{"a": [1, {"b": []}]}', 4), (b'["[[[[", "\\"[[["]', 1), (b'{"a": "\\\\", "b": [[]]}', 3), (b"[" * 100, 65),
+])
+def test_json_depth_counts_brackets_outside_strings(data, depth):
+    from prunekit.grade.submission import json_depth
+
+    assert json_depth(data) == depth
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": ["x"]}', "not a valid notebook"),
+    (b'{"cells": [], "metadata": {"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}", "deeper than 64 levels"),
+    (b"root:x:0:0:root:/root:/bin/bash", "invalid JSON at line 1, column 1"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b'{"cells": {}}', "no list of cells"),
+])
+def test_a_broken_notebook_is_the_student_s_error_and_quotes_nothing_of_the_file(data, problem):
+    from prunekit.grade.submission import parse
+
+    with pytest.raises(SubmissionError, match=problem) as err:
+        parse(data)
+    assert "root:" not in str(err.value)
+
+
+def test_text_for_the_files_is_cleaned_escaped_and_no_formula():
+    from prunekit.grade.results import clean_text
+
+    assert clean_text("a\ud800b\x1b[0m") == "a\\ud800b[0m"
+    assert clean_text("name\udcff") == "name\\xff"  # an undecodable byte of a file name
+    result = GradeResult("ex", 0.0, 1.0, [TaskResult("t", 0.0, 1.0, False, "<img src=x>\nline | two \udcff")],
+                         error="=HYPERLINK(\"x\")")
+    page = report.feedback_markdown("a\udcffb", result)
+    assert "&lt;img src=x&gt; line \\| two \\xff" in page and "a\\xffb" in page
+    page.encode("utf-8")
+    report.write_gradebook(Path(os.devnull), [("a\udcffb", result)], ["t"])
+
+
+def test_feedback_of_one_student_that_cannot_be_written_costs_only_that_page(tmp_path, monkeypatch):
+    results = [(n, GradeResult("ex", 1.0, 1.0, [])) for n in ("alice", "bob")]
+    real = Path.write_text
+
+    def fails_for_alice(self, *args, **kwargs):
+        if self.name == "alice.md":
+            raise OSError("disk full")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fails_for_alice)
+    problems = report.write_feedback(tmp_path, results)
+    assert problems == ["feedback for 'alice' not written: disk full"] and (tmp_path / "bob.md").exists()
+
+
+# ---------------------------------------------------------------- messages that never quote a hidden test
+def test_an_error_raised_in_a_hidden_line_shows_its_type_and_the_instructor_s_hint_only():
+    expected = {"test-f": [{"key": "k", "value": 2}, {"key": "h", "value": 4, "hint": "negative inputs too"}]}
+    run = CellRun(1, "error", "RuntimeError", "assert f(2) == 4\n### END HIDDEN TESTS", _tb(3),
+                  records=[{"key": "k", "value": 2}])
+    (task,) = score.score(_steps(), [CellRun(0, "ok"), run], expected)
+    assert task.message == "RuntimeError (in a hidden test): negative inputs too"
+
+
+def test_a_message_that_quotes_a_hidden_line_is_withheld_wherever_it_was_raised():
+    steps = _steps()
+    steps[1].source = steps[1].source.replace("assert f(2) == 4", "assert f(2) == 4, 'doubles negatives too'")
+    quoted = CellRun(1, "error", "ValueError", "...assert f(2) == 4, 'doubles negatives too'...", _tb(1))
+    (task,) = score.score(steps, [CellRun(0, "ok"), quoted], {})
+    assert "withheld" in task.message and "doubles negatives" not in task.message
+
+
+# ---------------------------------------------------------------- fair to form
+def test_a_copied_solution_cell_is_graded_by_the_copy_the_student_changed(catalog):
+    exercise = catalog["ex90_tiny"]
+    nb = tiny.tiny_solution()
+    index = next(i for i, c in enumerate(nb.cells) if cells.grade_id(c) == "tiny-double")
+    stub = nbformat.from_dict(copy.deepcopy(dict(nb.cells[index])))
+    stub.source = exercise.stubs["tiny-double"]
+    nb.cells.insert(index, stub)  # the released stub above, the answer in the copy below
+    theirs, notes = assemble.solution_sources(exercise, nb)
+    assert "return 2 * x" in theirs["tiny-double"] and "copy 2 of 2" in notes[0]
+    nb.cells.insert(index + 2, nbformat.from_dict(copy.deepcopy(dict(stub))))  # a stub copy *after* the answer
+    assert "return 2 * x" in assemble.solution_sources(exercise, nb)[0]["tiny-double"]
+
+
+def test_a_passed_task_says_when_its_cell_was_stopped_at_the_time_limit():
+    runs = [CellRun(0, "timeout", detail="timed out after 60 s"), CellRun(1, "ok", records=[{"key": "k", "value": 2}])]
+    (task,) = score.score(_steps(), runs, {"test-f": [{"key": "k", "value": 2}]})
+    assert task.passed and "'sol-f' was stopped at the time limit (timed out after 60 s)" in task.message
+
+
+def test_check_of_reads_every_kind_through_the_registry(monkeypatch):
+    from prunekit.grade import checks
+
+    class Probe(checks.BudgetCheck):
+        kind = "probe"
+
+    monkeypatch.setitem(checks.CHECKS, "probe", Probe)
+    cell = nbformat.v4.new_code_cell("", metadata={"prunekit": {"check": {
+        "kind": "probe", "file": "p.pt", "dataset": "d", "architectures": ["a"], "max_macs": 1, "min_accuracy": 0.5}}})
+    assert type(checks.check_of(cell)) is Probe

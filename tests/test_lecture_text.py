@@ -1,4 +1,4 @@
-"""Two rules of the lectures' prose that a reader notices and a test can check.
+"""Three rules of the lectures' prose that a reader notices and a test can check.
 
 1. **The course as it is, never its history.** A student does not know (or care) what an earlier
    version of a notebook concluded; a sentence like "an earlier version of this lecture showed ..."
@@ -48,11 +48,6 @@ TAUGHT_IN = {
 }
 TOUR = "00"   # the table of contents: it names every later lecture's subject by design
 
-# lectures whose pointers / takeaways come with their own rework (issue 21); strict: the marker must go when
-# the rework lands
-POINTERS_PENDING = {"02_l1_norm_channel_pruning.ipynb", "03_bn_scale_network_slimming.ipynb"}
-TAKEAWAYS_PENDING = {"02_l1_norm_channel_pruning.ipynb", "03_bn_scale_network_slimming.ipynb",
-                     "04_taylor_importance.ipynb", "06_prune_finetune_and_compare.ipynb"}
 CHECK = re.compile(r"NBVAL_CHECK_OUTPUT|\bassert\b|\bcheck\.(?:near|above|below|between|beats|exact)\(")
 
 
@@ -102,17 +97,12 @@ def test_prose_describes_the_course_as_it_is(path):
     assert history_sentences(path) == []
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="pointers come with the lecture's rework"))
-    if p.name in POINTERS_PENDING else p
-    for p in LECTURES if p.name[:2] != TOUR], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in LECTURES if p.name[:2] != TOUR], ids=lambda p: p.name)
 def test_nothing_is_used_before_it_is_taught_without_a_pointer(path):
     assert missing_pointers(path) == []
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="takeaways come with the lecture's rework"))
-    if p.name in TAKEAWAYS_PENDING else p for p in LECTURES], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.name)
 def test_every_figure_has_a_checked_takeaway(path):
     assert figures_without_takeaway(path) == []
 

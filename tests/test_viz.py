@@ -130,3 +130,58 @@ def test_mask_images_reports_the_removed_share_per_panel():
     assert titles == ["weights: 50% removed", "channels: 50% removed"]
     image = fig.axes[1].get_images()[0].get_array()
     assert image.shape == (4, 2) and image[1].sum() == 0
+
+
+# ----------------------------------------------------------------------------- lectures 05, 07, 09
+def test_group_graph_colours_every_layer_by_the_group_it_writes():
+    from prunekit.graph import build_graph
+    from prunekit.models import build_model
+
+    model = build_model("resnet8", 1, 10).eval()
+    graph = build_graph(model, torch.randn(1, 1, 28, 28))
+    fig = viz.group_graph(graph, "layer2.0.conv1", "layer2.0.relu2", title="stage 2")
+    ax = fig.axes[0]
+    boxes = [c for c in ax.collections if len(c.get_offsets())]
+    names = [n.target for n in graph.fx_graph.nodes if n.op in ("call_module", "call_function")]
+    drawn = names[names.index("layer2.0.conv1"):names.index("layer2.0.relu2") + 1]
+    assert len(boxes) == len(drawn)
+    colour = {str(name): to_hex(b.get_facecolor()[0]) for name, b in zip(drawn, boxes)}
+    stream = {colour[n] for n in ("layer2.0.conv2", "layer2.0.bn2", "layer2.0.shortcut.0", "layer2.0.shortcut.1")}
+    inner = {colour[n] for n in ("layer2.0.conv1", "layer2.0.bn1")}
+    assert len(stream) == 1 and len(inner) == 1 and stream != inner    # one group each, told apart
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 2 and all("channels" in t for t in legend)
+    with pytest.raises(ValueError, match="traced modules"):
+        viz.group_graph(graph, "layer2.0.conv1", "no.such.layer")
+
+
+def _sweep_rows():
+    return [{"method": m, "macs_kept": k, "mean": 0.8 - i * 0.02 - (k == 0.1) * 0.1, "std": 0.01, "se": 0.012}
+            for i, m in enumerate(["a", "b", "c", "d"]) for k in (0.1, 0.25)]
+
+
+def test_sweep_panels_highlights_each_series_with_its_own_colour_and_marker():
+    fig = viz.sweep_panels(_sweep_rows(), {"first": ["a", "b"], "second": ["b", "c", "d"]}, title="t")
+    assert [ax.get_title() for ax in fig.axes] == ["first", "second"]
+    _assert_labelled(type("F", (), {"axes": [fig.axes[0]]})())
+    styles = {}
+    for ax in fig.axes:
+        for container in ax.containers:                                # one errorbar per highlighted series
+            line = container.lines[0]
+            if container.get_label() in "abcd":
+                styles.setdefault(container.get_label(), set()).add((to_hex(line.get_color()), line.get_marker()))
+    assert set(styles) == {"a", "b", "c", "d"}
+    assert all(len(s) == 1 for s in styles.values())                # the same style in every panel
+    assert len({next(iter(s)) for s in styles.values()}) == 4        # and a different one per series
+    with pytest.raises(ValueError, match="no rows"):
+        viz.sweep_panels(_sweep_rows(), {"p": ["zzz"]})
+
+
+def test_head_heatmaps_label_every_cell_with_its_rank():
+    oracle = torch.tensor([[0.1, 0.4], [0.3, 0.2]])
+    fig = viz.head_heatmaps({"oracle": oracle, "score": -oracle}, row_labels=["b0", "b1"])
+    ranks = [t.get_text() for t in fig.axes[0].texts]
+    assert ranks == ["4", "1", "2", "3"]                              # row by row, 1 = largest
+    assert [t.get_text() for t in fig.axes[1].texts] == ["1", "4", "3", "2"]   # the colour bars come last
+    with pytest.raises(ValueError, match="layers, heads"):
+        viz.head_heatmaps({"a": torch.zeros(2, 2), "b": torch.zeros(3, 2)})

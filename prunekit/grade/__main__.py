@@ -6,7 +6,9 @@
 
 Exit status 0 whenever grading happened, whatever the scores (a broken submission is a row
 with 0 points and its reason); 2 when the grader itself could not work (no solutions folder,
-an instructor solution that fails its own tests, no sandbox where one is required, bad options).
+an instructor solution that fails its own tests, no sandbox where one is required, bad options,
+a feedback page that could not be written). The gradebook is written first, so it exists
+whatever happens to the feedback pages.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import sys
 from pathlib import Path
 
 from . import report
-from .batch import grade_paths, resolve_limits
+from .batch import grade_paths
 from .catalog import default_cache_dir, default_solutions_dir, load_catalog
-from .runner import Limits
-from .sandbox import MODES, SandboxUnavailable
+from .limits import SandboxUnavailable, add_limit_options, limits_from
+from .results import clean_text
+from .sandbox import ISOLATION, MODES, resolve_limits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", choices=MODES, default="auto",
                    help="bwrap: require the bubblewrap sandbox; none: no isolation, for trusted notebooks "
                         "only; auto (default): bwrap, else an error under CI=true and a warning elsewhere")
-    p.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
-    p.add_argument("--total-timeout", type=float, default=900.0, help="seconds per notebook (default 900)")
-    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit per kernel in MiB (default 4096)")
+    p.add_argument("--isolation", choices=ISOLATION, default="auto",
+                   help="how kernels share CPU, memory and disk: cgroup (a control group per kernel; an error "
+                        "where none can be made), watchdog (polled from outside), auto (default): cgroup where "
+                        "possible, else the watchdog with a warning")
+    add_limit_options(p)
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="the grader's own files: expected values and the kernels' copy of prunekit "
                         "(default: <solutions>/../.cache/prunekit-grade)")
@@ -68,19 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     cache = args.cache_dir or default_cache_dir(solutions)
-    limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb)
     try:
-        limits = resolve_limits(limits, args.sandbox, cache)
+        limits = resolve_limits(limits_from(args), args.sandbox, cache, args.isolation)
     except SandboxUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"isolation: {limits.sandbox.isolation}", file=sys.stderr)
     results, problems = grade_paths(paths, catalog, limits, args.jobs, args.exercise, cache)
-    _write(args, results, catalog)
+    problems += _write(args, results, catalog)
     if args.submission.is_file() and not args.json:
         print(json.dumps(results[0][1].as_dict(), indent=2))
     for name, result in results:
         pending = sum(m.max_score for m in result.manual if m.score is None)
-        print(f"{name}: {result.score:g} / {result.max_score:g}" + (f"  ({result.error})" if result.error else "")
+        error = f"  ({result.error})" if result.error else ""
+        print(f"{clean_text(name)}: {result.score:g} / {result.max_score:g}" + error
               + (f"  + written answers worth up to {pending:g} points: needs manual grading" if pending else ""))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -103,17 +109,17 @@ def _select(args: argparse.Namespace) -> tuple[list[Path], str]:
     return [paths[args.task_index]], ""
 
 
-def _write(args: argparse.Namespace, results, catalog) -> None:
+def _write(args: argparse.Namespace, results, catalog) -> list[str]:
+    """Gradebook first, then the JSON, then the feedback pages (each on its own); returns problems."""
+    if args.gradebook:
+        report.write_gradebook(args.gradebook, results, report.task_columns(results, catalog))
     if args.json and args.task_index is not None:
         args.json.mkdir(parents=True, exist_ok=True)
         name, result = results[0]
         report.write_json(result, args.json / f"{name}.json")
     elif args.json:
         report.write_json(results[0][1] if not args.submission.is_dir() else results, args.json)
-    if args.feedback:
-        report.write_feedback(args.feedback, results)
-    if args.gradebook:
-        report.write_gradebook(args.gradebook, results, report.task_columns(results, catalog))
+    return report.write_feedback(args.feedback, results) if args.feedback else []
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 Order matters: first every reference needed is computed (or read from the cache), each in a
 sandbox of its own; only then does any student's code run. Each submission is then graded in
 a worker *process* (``concurrent.futures``) with its own sandboxed kernel, so a crash anywhere
-in the pipeline costs one row of the gradebook, not the run.
+in the pipeline costs one row of the gradebook, not the run. The one step in this process that
+touches a submission -- reading it to learn which exercise it is -- reads it defensively
+(:mod:`.submission`) and turns *any* exception into that student's row.
 
 Grading one file is a pure function from (submission, solutions, library) to the JSON of
-:meth:`~prunekit.grade.autograde.GradeResult.as_dict`, so the same work also runs as one job
+:meth:`~prunekit.grade.results.GradeResult.as_dict`, so the same work also runs as one job
 per submission under a cluster scheduler (``--task-index``, then :mod:`prunekit.grade.merge`).
 """
 
@@ -16,17 +18,11 @@ import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from . import autograde, reference, sandbox
-from .autograde import GradeResult, ManualResult, TaskResult
-from .catalog import Exercise, SubmissionError, identify, read_submission
-from .runner import GraderError, Limits
-
-
-def resolve_limits(limits: Limits, mode: str = "auto", state_dir: Path | None = None) -> Limits:
-    """``limits`` with its sandbox resolved once, here, for every worker (see :func:`sandbox.resolve`)."""
-    if limits.sandbox is None:
-        limits.sandbox = sandbox.resolve(mode, state_dir)
-    return limits
+from . import autograde, reference
+from .catalog import Exercise, identify
+from .limits import GraderError, Limits, SubmissionError
+from .results import GradeResult
+from .submission import read_submission
 
 
 def grade_paths(paths: list[Path], catalog: dict[str, Exercise], limits: Limits, jobs: int = 1,
@@ -38,8 +34,8 @@ def grade_paths(paths: list[Path], catalog: dict[str, Exercise], limits: Limits,
     for i, path in enumerate(paths):
         try:
             todo[i] = (path, identify(read_submission(path), catalog, expected))
-        except SubmissionError as err:
-            results[i] = _failed(err, catalog.get(expected) if expected else None)
+        except Exception as err:  # noqa: BLE001 - whatever a submission makes go wrong, it is its own row
+            results[i] = _failed(_reason(err), catalog.get(expected) if expected else None)
     problems: list[str] = []
     with _pool(jobs) as pool:
         needed = {ex.name: ex for _, ex in todo.values()}
@@ -66,21 +62,28 @@ def grade_paths(paths: list[Path], catalog: dict[str, Exercise], limits: Limits,
 
 
 def grade_one(path: Path, exercise: Exercise, ref: dict, limits: Limits) -> GradeResult:
-    """Grade a single file (runs in a worker process)."""
+    """Grade a single file (runs in a worker process); any failure is this submission's row."""
     try:
-        submission = read_submission(path)
-        return autograde.grade(exercise, submission, ref, limits)
-    except SubmissionError as err:
+        return autograde.grade(exercise, read_submission(path), ref, limits)
+    except GraderError as err:
         return _failed(err, exercise)
+    except Exception as err:  # noqa: BLE001 - the submission broke something: its row says so, no one else's
+        return _failed(_reason(err), exercise)
 
 
-def _failed(err: Exception, exercise: Exercise | None) -> GradeResult:
+def _reason(err: Exception) -> str:
+    """What a student reads when their file broke the grader: the message of a SubmissionError
+    (written for them), else only the exception's type (its text may quote the file)."""
+    if isinstance(err, SubmissionError):
+        return str(err)
+    return f"the notebook could not be graded ({type(err).__name__}); submit the .ipynb file saved by Jupyter"
+
+
+def _failed(err: object, exercise: Exercise | None) -> GradeResult:
     """Zero points with the reason, listing the exercise's tasks when it is known."""
     if exercise is None:
-        return GradeResult("", 0.0, 0.0, [], error=str(err))
-    tasks = [TaskResult(gid, 0.0, pts, False, f"not graded: {err}") for gid, pts in exercise.tests]
-    manual = [ManualResult(gid, pts, False, "", f"not graded: {err}") for gid, pts in exercise.manual]
-    return GradeResult(exercise.name, 0.0, exercise.max_score, tasks, error=str(err), manual=manual)
+        return GradeResult.failed(err)
+    return GradeResult.failed(err, exercise.tests, exercise.manual, exercise.name, exercise.max_score)
 
 
 class _Inline:

@@ -1,4 +1,9 @@
-"""The instructor's exercises: where the solution notebooks are, and which one a submission is."""
+"""The instructor's exercises: where the solution notebooks are, and which one a submission is.
+
+Solution notebooks are the instructor's and trusted; a submission is not, so :func:`identify`
+reads only what it needs from it (its metadata and the grade_ids of its solution cells) and
+tolerates anything else it finds there.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,8 @@ from pathlib import Path
 import nbformat
 
 from . import cells
-from .checks import BudgetCheck, check_of
-
-
-class SubmissionError(ValueError):
-    """A submission that cannot be graded; the message tells the student why."""
+from .checks import Check, check_of
+from .limits import SubmissionError
 
 
 @dataclass
@@ -26,8 +28,8 @@ class Exercise:
     digest: str  # sha256 of the file's bytes
     tests: list[tuple[str, float]] = field(default_factory=list)  # (grade_id, points), in order
     manual: list[tuple[str, float]] = field(default_factory=list)  # written answers graded by hand
-    manual_stubs: dict[str, str] = field(default_factory=dict)  # grade_id -> the released, unanswered text
-    checks: dict[str, BudgetCheck] = field(default_factory=dict)  # test grade_id -> its check outside the kernel
+    stubs: dict[str, str] = field(default_factory=dict)  # solution grade_id -> the released, unanswered text
+    checks: dict[str, Check] = field(default_factory=dict)  # test grade_id -> its check outside the kernel
     solution_ids: list[str] = field(default_factory=list)
     grade_ids: set[str] = field(default_factory=set)  # every cell's, to tell added cells apart
     cell_ids: set[str] = field(default_factory=set)
@@ -78,9 +80,9 @@ def load_exercise(path: Path) -> Exercise:
                 exercise.checks[gid] = check
         elif kind == "solution":
             exercise.solution_ids.append(gid)
+            exercise.stubs[gid] = cells.strip_solution(cell.source, markdown=cell.cell_type == "markdown")
             if cells.is_manual(cell):
                 exercise.manual.append((gid, cells.points(cell)))
-                exercise.manual_stubs[gid] = cells.strip_solution(cell.source, markdown=cell.cell_type == "markdown")
     ids = [g for g, _ in exercise.tests] + exercise.solution_ids
     duplicates = sorted({g for g in ids if ids.count(g) > 1})
     if duplicates:
@@ -106,17 +108,6 @@ def load_catalog(solutions_dir: Path) -> dict[str, Exercise]:
     return catalog
 
 
-def read_submission(path: Path) -> nbformat.NotebookNode:
-    """Parse a submitted notebook, or raise :class:`SubmissionError` saying what is wrong."""
-    try:
-        return nbformat.reads(Path(path).read_text(encoding="utf-8"), as_version=4)
-    except (UnicodeDecodeError, ValueError, KeyError, AttributeError, TypeError) as err:
-        raise SubmissionError(
-            f"not a readable notebook ({type(err).__name__}: {str(err)[:200]}); "
-            "submit the .ipynb file saved by Jupyter"
-        ) from None
-
-
 def identify(submission: nbformat.NotebookNode, catalog: dict[str, Exercise],
              expected: str | None = None) -> Exercise:
     """Which exercise a submission is: its metadata, else the grade_ids of its solution cells.
@@ -126,9 +117,10 @@ def identify(submission: nbformat.NotebookNode, catalog: dict[str, Exercise],
     """
     if expected is not None and expected not in catalog:
         raise KeyError(f"unknown exercise {expected!r}; known: {sorted(catalog)}")
-    meta = submission.metadata.get("prunekit")
+    meta = submission.get("metadata", {})
+    meta = meta.get("prunekit") if isinstance(meta, dict) else None
     claimed = meta.get("exercise") if isinstance(meta, dict) else None
-    found = claimed if claimed in catalog else _by_solution_ids(submission, catalog)
+    found = claimed if isinstance(claimed, str) and claimed in catalog else _by_solution_ids(submission, catalog)
     if expected is not None and found is not None and found != expected:
         raise SubmissionError(
             f"this notebook is exercise {found!r}, not {expected!r}; submit the {expected} notebook")
@@ -142,7 +134,7 @@ def identify(submission: nbformat.NotebookNode, catalog: dict[str, Exercise],
 
 
 def _by_solution_ids(submission: nbformat.NotebookNode, catalog: dict[str, Exercise]) -> str | None:
-    ids = {cells.grade_id(c) for c in submission.cells if cells.kind(c) == "solution"}
+    ids = {cells.grade_id(c) for c in submission.cells if isinstance(c, dict) and cells.kind(c) == "solution"}
     overlap = {name: len(ids & set(ex.solution_ids)) for name, ex in catalog.items()}
     best = max(overlap.values(), default=0)
     winners = [name for name, n in overlap.items() if n == best]

@@ -28,8 +28,9 @@ CellKind = Literal["solution", "test", "locked", "other"]
 
 
 def nbgrader(cell: Any) -> dict:
-    """The cell's nbgrader metadata ({} when it has none)."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+    """The cell's nbgrader metadata ({} when it has none, or when a malformed cell has none readable)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -60,6 +61,7 @@ def grade_id(cell: Any) -> str | None:
 
 
 def points(cell: Any) -> float:
+    """The task's points (the instructor's notebook: a malformed value is a ValueError there)."""
     return float(nbgrader(cell).get("points", 0.0) or 0.0)
 
 

@@ -8,12 +8,10 @@ interpreter and the installed copy of prunekit), with the handed-in files bound 
 ``/home/student/inbox/<name>``. The check prints one JSON document; the grader compares it
 with the exercise's budget in its own process.
 
-    result = run_check(sandbox, "prunekit.grade.checks", {"pruned.pt": path},
-                       ["pruned-model", "/home/student/inbox/pruned.pt"])
+    report = run_check(sandbox, "prunekit.grade.budget", {"pruned.pt": path},
+                       ["/home/student/inbox/pruned.pt", "--dataset", "mnist_hard", "--architectures", "vgg_small"])
 
-This module is also such a check (``python -m prunekit.grade.checks pruned-model FILE``): it
-loads a model saved by :func:`prunekit.export.save_pruned` with ``weights_only=True`` and
-reports whether it is a plain model (no pruning hooks, no mask buffers) and its size.
+The check box is a box like a kernel's: its own folder, uid, control group and limits.
 
 Attaching a check to a graded task
 ----------------------------------
@@ -28,6 +26,9 @@ kernel run it takes the handed-in file from its own copy of the outbox, measures
 box (:mod:`prunekit.grade.budget`) and compares the measurement with the budget and target
 here, in its own process. Test cells come from the instructor's notebook, never from the
 submission, so a student cannot change the check, the budget or the target either.
+
+A new kind of check is a class with the :class:`Check` interface, registered in
+:data:`CHECKS` under its ``kind``; :func:`check_of` reads the metadata through that registry.
 """
 
 from __future__ import annotations
@@ -35,32 +36,33 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from . import sandbox as sb
-from .runner import GraderError, _data_files
+from .limits import CPUS, MEMORY_MB, GraderError
+from .machine import kernel_selection
 from .sandbox import Sandbox
 
 MAX_OUTPUT_BYTES = 1 << 20
 
 
 def run_check(box: Sandbox, module: str, inputs: dict[str, Path], args: list[str] | tuple[str, ...] = (),
-              timeout: float = 300.0, memory_mb: int = 4096) -> dict:
+              timeout: float = 300.0, memory_mb: int = MEMORY_MB, cpus: float = CPUS) -> dict:
     """Run ``python -m module *args`` in a fresh sandbox with ``inputs``; return its JSON output."""
-    with tempfile.TemporaryDirectory(prefix="prunekit-check-") as tmp, sb.lease_uid(box) as uid:
+    with sb.run_folder(box, prefix="prunekit-check-") as tmp, sb.lease_uid(box) as uid, \
+            sb.control_group(box, cpus, memory_mb) as group:
         if box.boxed:
-            ipc = sb.prepare_ipc(Path(tmp), uid)
-            argv = (sb.limits_argv(memory_mb, int(timeout) + 10, uid is not None)
-                    + sb.bwrap_argv(box, ipc, uid, _data_files(), inputs=inputs)
+            ipc = sb.prepare_ipc(tmp, uid)
+            argv = (sb.launch_argv(box, group, memory_mb, int(timeout) + 10, uid is not None)
+                    + sb.bwrap_argv(box, ipc, uid, sb.data_files(), inputs=inputs)
                     + [sb.kernel_python(box), "-m", module, *args])
-            env = sb._outer_env()
+            env = sb.outer_env()
         else:  # trusted mode: the same command, on the host, with the files where they are
-            argv = sb.limits_argv(memory_mb, int(timeout) + 10, False) + [sys.executable, "-m", module]
+            argv = sb.launch_argv(box, None, memory_mb, int(timeout) + 10, False) + [sys.executable, "-m", module]
             argv += [str(inputs[a[len(sb.INBOX) + 1:]]) if a.startswith(sb.INBOX + "/") else a for a in args]
-            env = {**sb._outer_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+            env = {**sb.outer_env(), **kernel_selection(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         try:
             done = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, cwd=tmp,
                                   start_new_session=True)
@@ -77,6 +79,21 @@ def run_check(box: Sandbox, module: str, inputs: dict[str, Path], args: list[str
 
 
 # ---------------------------------------------------------------- checks attached to graded tasks
+class Check(Protocol):
+    """What a kind of check provides: built from its metadata, run as a module in a box, judged here."""
+
+    kind: ClassVar[str]  # the ``kind`` in the metadata
+    module: ClassVar[str]  # ``python -m module *argv()`` measures the file in a box
+    file: str  # the handed-in file it measures
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Check: ...
+
+    def argv(self) -> list[str]: ...
+
+    def verdict(self, report: dict) -> tuple[bool, str]: ...
+
+
 @dataclass(frozen=True)
 class BudgetCheck:
     """A design challenge: the handed-in ``file`` must be a plain pruned model of one of
@@ -89,8 +106,24 @@ class BudgetCheck:
     max_macs: int
     min_accuracy: float
 
-    kind = "pruned-model-budget"
-    module = "prunekit.grade.budget"
+    kind: ClassVar[str] = "pruned-model-budget"
+    module: ClassVar[str] = "prunekit.grade.budget"
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> BudgetCheck:
+        """From the metadata's fields (``kind`` removed); ``ValueError`` names what is wrong."""
+        fields = dict(spec)
+        try:
+            check = cls(file=str(fields.pop("file")), dataset=str(fields.pop("dataset")),
+                        architectures=tuple(str(a) for a in fields.pop("architectures")),
+                        max_macs=int(fields.pop("max_macs")), min_accuracy=float(fields.pop("min_accuracy")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"missing or invalid field ({err})") from None
+        if fields:
+            raise ValueError(f"unknown field(s) {sorted(fields)}")
+        if not check.architectures or check.max_macs <= 0 or not 0.0 <= check.min_accuracy <= 1.0:
+            raise ValueError("needs architectures, max_macs > 0, 0 <= min_accuracy <= 1")
+        return check
 
     def argv(self) -> list[str]:
         return [f"{sb.INBOX}/{self.file}", "--dataset", self.dataset, "--architectures", ",".join(self.architectures)]
@@ -126,7 +159,7 @@ def _int(report: dict, key: str) -> int:
     return value
 
 
-def check_of(cell: Any) -> BudgetCheck | None:
+def check_of(cell: Any) -> Check | None:
     """The check attached to a test cell (``metadata.prunekit.check``), or None; a malformed
     one raises ``ValueError`` naming the problem (an instructor's mistake, found at load time)."""
     meta = cell.get("metadata", {}).get("prunekit", {})
@@ -135,19 +168,12 @@ def check_of(cell: Any) -> BudgetCheck | None:
         return None
     if not isinstance(spec, dict) or spec.get("kind") not in CHECKS:
         raise ValueError(f"metadata.prunekit.check must be an object with kind one of {sorted(CHECKS)}, got {spec!r}")
-    fields = {k: v for k, v in spec.items() if k != "kind"}
     try:
-        check = BudgetCheck(file=str(fields.pop("file")), dataset=str(fields.pop("dataset")),
-                            architectures=tuple(str(a) for a in fields.pop("architectures")),
-                            max_macs=int(fields.pop("max_macs")), min_accuracy=float(fields.pop("min_accuracy")))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"metadata.prunekit.check {spec!r}: missing or invalid field ({err})") from None
-    if fields:
-        raise ValueError(f"metadata.prunekit.check: unknown field(s) {sorted(fields)}")
+        check = CHECKS[spec["kind"]].from_spec({k: v for k, v in spec.items() if k != "kind"})
+    except ValueError as err:
+        raise ValueError(f"metadata.prunekit.check {spec!r}: {err}") from None
     if "/" in check.file or check.file.startswith(".") or not check.file:
         raise ValueError(f"metadata.prunekit.check: file {check.file!r} must be a plain file name")
-    if not check.architectures or check.max_macs <= 0 or not 0.0 <= check.min_accuracy <= 1.0:
-        raise ValueError(f"metadata.prunekit.check {spec!r}: needs architectures, max_macs > 0, 0 <= min_accuracy <= 1")
     return check
 
 
@@ -160,8 +186,8 @@ class Verdict:
     report: dict
 
 
-def judge(check: BudgetCheck, outbox: Path, box: Sandbox, timeout: float = 300.0,
-          memory_mb: int = 4096) -> Verdict | None:
+def judge(check: Check, outbox: Path, box: Sandbox, timeout: float = 300.0,
+          memory_mb: int = MEMORY_MB) -> Verdict | None:
     """Measure the handed-in file in a fresh box and compare; None when nothing was handed in.
 
     ``outbox`` is the grader's own copy (regular files only, see :mod:`prunekit.grade.runner`).
@@ -172,33 +198,3 @@ def judge(check: BudgetCheck, outbox: Path, box: Sandbox, timeout: float = 300.0
     report = run_check(box, check.module, {check.file: path}, check.argv(), timeout=timeout, memory_mb=memory_mb)
     passed, message = check.verdict(report)
     return Verdict(passed, message, report)
-
-
-# ---------------------------------------------------------------- a check: is it a plain pruned model?
-def pruned_model_report(path: str) -> dict:
-    """Load a :func:`prunekit.export.save_pruned` file (``weights_only=True``) and describe it."""
-    import torch
-
-    from prunekit.export import load_pruned
-    from prunekit.metrics import count_params
-
-    model = load_pruned(path)
-    hooks = sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
-    masks = [name for name, _ in model.named_buffers() if name.endswith("_mask")]
-    originals = [name for name, _ in model.named_parameters() if name.endswith("_orig")]
-    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    return {"plain": hooks == 0 and not masks and not originals, "params": count_params(model),
-            "conv_out_channels": convs}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "pruned-model":
-        print("usage: python -m prunekit.grade.checks pruned-model FILE", file=sys.stderr)
-        return 2
-    print(json.dumps(pruned_model_report(argv[1])))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,9 @@
 """The rules a solution notebook's test cells follow, checked: ``python -m prunekit.grade.contract solutions``.
 
 A test cell runs inside the student's kernel, so everything in it -- hidden part included --
-can be read by the student's code while it runs (from the call stack, the line cache, an AST
-transformer). Hence the rules, each of which a test checks on every solution notebook:
+can be read and *called* by the student's code while it runs (from the call stack and its
+globals, the line cache, an AST transformer). Hence the rules, each of which a test checks on
+every solution notebook:
 
 1. every test cell gives its task points and **records** at least one value
    (:func:`prunekit.grade.record`): recorded values are compared in the grader's own process --
@@ -11,8 +12,16 @@ transformer). Hence the rules, each of which a test checks on every solution not
 2. **no expected result is written in a hidden block**: no ``==`` / ``!=`` against a literal
    container, string or float, no ``abs(x - 0.4) < tol`` -- the value would sit in the kernel,
    ready to be lifted. Record the value instead, with a ``hint=`` for the feedback;
-3. the markers pair up (the exercise can be generated);
-4. every written answer graded by hand (nbgrader's ``solution`` + ``grade`` cells) has points.
+3. **no reference implementation in a test**: a hidden block defines no function, class or
+   lambda (it would be the answer: a solution reads it from the line cache and runs it), and no
+   helper of a visible test recomputes what a task computes -- a helper that is given a task's
+   inputs but never its results, and whose result is compared with something
+   (:func:`reference_helpers`). A solution calls such a helper through its caller's globals.
+   Expected values come from the instructor's own run, recorded outside the kernel; a helper
+   that *measures* the student's result (a forward pass, a count of zeros) or builds inputs is
+   fine;
+4. the markers pair up (the exercise can be generated);
+5. every written answer graded by hand (nbgrader's ``solution`` + ``grade`` cells) has points.
 
 What the rules cannot check mechanically, and the variants in ``tests/grader_fixtures`` do:
 that every asserted property is also recorded (an answer graded with its asserts stripped
@@ -99,9 +108,128 @@ def hidden_answers(source: str) -> list[str]:
     return found
 
 
+# ---------------------------------------------------------------- rule 3: reference implementations
+_CLOSENESS = {"allclose", "equal", "isclose", "assert_close", "array_equal", "assert_allclose",
+              "assert_array_equal", "assert_equal"}
+
+
+def hidden_definitions(source: str) -> list[str]:
+    """Functions, classes and lambdas defined on a hidden line of a test cell."""
+    hidden = cells.hidden_line_numbers(source)
+    return [f"line {n.lineno}: {getattr(n, 'name', 'lambda')}" for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and n.lineno in hidden]
+
+
+def task_names(nb: nbformat.NotebookNode) -> set[str]:
+    """What the students write: the functions and classes defined at the top of solution cells."""
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cells.kind(cell) == "solution":
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                continue
+            names.update(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+    return names
+
+
+def reference_helpers(source: str, tasks: set[str]) -> list[str]:
+    """Checks of a test cell whose expected side a helper of the cell recomputes from a task's inputs.
+
+    A helper (a function the cell defines) is a *reference* when it is called with an argument some
+    task is called with too, and never with what a task returned. Its results -- the call itself,
+    an attribute, subscript or method of it, a name it is assigned to, a loop over it -- must not be
+    a side of a comparison or of ``allclose`` / ``equal`` and the like, nor be subtracted from
+    something there (``(got - want).abs().max() < tol``).
+    """
+    tree = ast.parse(source)
+    helpers = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    results = _bound_from(tree, tasks, set())
+    inputs = {ast.dump(a) for c in _calls(tree, tasks) for a in c.args if not isinstance(a, ast.Constant)}
+    refs = set()
+    for helper in helpers:
+        args = [a for c in _calls(tree, {helper}) for a in c.args]
+        if not any(_from(a, tasks, results) for a in args) and any(ast.dump(a) in inputs for a in args):
+            refs.add(helper)
+    values = _bound_from(tree, refs, set())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+        elif isinstance(node, ast.Call) and _name(node.func) in _CLOSENESS:
+            sides = list(node.args)
+        else:
+            continue
+        if any(_compares(side, refs, values) for side in sides):
+            found.append(f"line {node.lineno}: `{ast.get_source_segment(source, node)}` compares with "
+                         f"{', '.join(sorted(refs))}")
+    return found
+
+
+def _name(func: ast.AST) -> str:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _calls(tree: ast.AST, names: set[str]) -> list[ast.Call]:
+    return [n for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
+
+
+def _from(node: ast.AST, functions: set[str], names: set[str]) -> bool:
+    """Is ``node`` a result of one of ``functions``: a call, a name bound to one, or an attribute,
+    subscript or method call of those? (Calling such a result -- running a model it built -- is not.)"""
+    while True:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return node.func.id in functions
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            node = node.func.value
+        elif isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        elif isinstance(node, ast.Name):
+            return node.id in names
+        else:
+            return False
+
+
+def _compares(side: ast.AST, functions: set[str], names: set[str]) -> bool:
+    """A side of a check that is such a result, or a difference taken with one (``(got - want).abs()``)."""
+    while isinstance(side, (ast.Call, ast.Attribute, ast.Subscript)) and not _from(side, functions, names):
+        inner = side.func if isinstance(side, ast.Call) else side
+        if not isinstance(inner, (ast.Attribute, ast.Subscript)):
+            break
+        side = inner.value
+    if isinstance(side, ast.BinOp):
+        return _compares(side.left, functions, names) or _compares(side.right, functions, names)
+    return _from(side, functions, names)
+
+
+def _bound_from(tree: ast.AST, functions: set[str], names: set[str]) -> set[str]:
+    """Names bound (element by element for tuples; loop targets too) to results of ``functions``."""
+    names = set(names)
+    for _ in range(3):  # a name bound from a name bound from a call: a few rounds reach them all
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    _bind(target, node.value, functions, names)
+            elif isinstance(node, (ast.For, ast.comprehension)):
+                if any(_from(n, functions, names) for n in ast.walk(node.iter) if isinstance(n, ast.expr)):
+                    names.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
+    return names
+
+
+def _bind(target: ast.AST, value: ast.AST, functions: set[str], names: set[str]) -> None:
+    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
+            and len(target.elts) == len(value.elts):
+        for t, v in zip(target.elts, value.elts):
+            _bind(t, v, functions, names)
+    elif _from(value, functions, names):
+        names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+
+
 def problems(nb: nbformat.NotebookNode) -> list[str]:
     """Everything in a solution notebook that breaks the rules above (empty: all good)."""
     found = []
+    tasks = task_names(nb)
     for cell in nb.cells:
         gid = cells.grade_id(cell)
         if cells.is_manual(cell) and cells.points(cell) <= 0:
@@ -122,6 +250,12 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
             found.append(f"{gid}: record at least one value the task computed")
         for where in hidden_answers(cell.source):
             found.append(f"{gid}: expected value written in a hidden test ({where}); record the value instead")
+        for where in hidden_definitions(cell.source):
+            found.append(f"{gid}: a hidden test defines {where}; a solution can read and run it -- record the "
+                         "values and let the grader compare them with the solution's")
+        for where in reference_helpers(cell.source, tasks):
+            found.append(f"{gid}: a test helper recomputes the task's result ({where}); a solution can call it "
+                         "-- record the value (or check a property) instead")
     try:
         make_exercise(nb)
     except cells.MarkerError as err:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import report
-from .autograde import GradeResult
+from .results import GradeResult
 
 
 def read_results(folder: Path) -> list[tuple[str, GradeResult]]:
@@ -27,7 +27,7 @@ def read_results(folder: Path) -> list[tuple[str, GradeResult]]:
     for path in sorted(Path(folder).glob("*.json")):
         try:
             results.append((path.stem, GradeResult.from_dict(json.loads(path.read_text(encoding="utf-8")))))
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             results.append((path.stem, GradeResult("", 0.0, 0.0, [], error=f"unreadable result file: {err}")))
     return results
 
@@ -52,14 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         results += [(name, GradeResult("", 0.0, 0.0, [], error="no result: its grading job did not finish"))
                     for name in missing]
         results.sort(key=lambda item: item[0])
-    if args.gradebook:
+    if args.gradebook:  # first: whatever happens to the feedback pages, the gradebook exists
         report.write_gradebook(args.gradebook, results, report.task_columns(results))
-    if args.feedback:
-        report.write_feedback(args.feedback, results)
     if args.json:
         report.write_json(results, args.json)
+    problems = report.write_feedback(args.feedback, results) if args.feedback else []
     print(f"merged {len(results)} results" + (f"; missing: {', '.join(missing)}" if missing else ""))
-    return 1 if missing else 0
+    return 1 if missing or problems else 0
 
 
 if __name__ == "__main__":

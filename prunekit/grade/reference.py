@@ -8,9 +8,11 @@ so no submission can be running while expected values are made.
 This is slow (a full notebook run), so the result is cached under a key that changes whenever
 anything that could change a value changes (:func:`cache_key`): the solution notebook's bytes,
 the prunekit package (sources and checkpoints, the same digest as the installed copy the
-kernels import), the versions of Python, torch and NumPy, and the record format. The cache
-folder belongs to the grader (mode 700) and is never bound into a sandbox: no kernel can read
-it, let alone write it.
+kernels import), the versions of Python, torch and NumPy, the record format, and the CPU's
+kernel set (:func:`prunekit.grade.machine.cpu_identity`: trained values computed with AVX-512
+kernels differ in their last digits from AVX2 ones). References for different CPUs live side by
+side, so one cache can serve a cluster whose nodes differ. The cache folder belongs to the
+grader (mode 700) and is never bound into a sandbox: no kernel can read it, let alone write it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from dataclasses import replace
 from importlib import metadata
@@ -26,10 +29,12 @@ from pathlib import Path
 
 from . import autograde
 from .catalog import Exercise
-from .install import library_digest
-from .runner import GraderError, Limits
+from .limits import REFERENCE_SLACK, GraderError, Limits
+from .machine import cpu_identity, cpu_tag
+from .sandbox.install import library_digest
 
-FORMAT_VERSION = "3"  # 2: reseeded tests, installed-copy digest, runtime versions; 3: checks pass too
+FORMAT_VERSION = "5"  # 2: reseeded tests, installed-copy digest, runtime versions; 3: checks pass too; 4: kernel/;
+# 5: the CPU's kernel set, in the key and the file name
 
 
 def runtime_versions() -> str:
@@ -49,14 +54,32 @@ def library_of(limits: Limits | None) -> str:
     return Path(site).name.removeprefix("site-") if site else library_digest()[:20]
 
 
-def cache_key(exercise: Exercise, library: str | None = None) -> str:
+def cache_key(exercise: Exercise, library: str | None = None, cpu: str | None = None) -> str:
+    """What the expected values depend on, hashed: solution, library, versions and CPU kernel set."""
     library = library or library_digest()[:20]
-    text = f"{FORMAT_VERSION}:{exercise.digest}:{library}:{runtime_versions()}"
+    cpu = cpu or cpu_identity()
+    text = f"{FORMAT_VERSION}:{exercise.digest}:{library}:{runtime_versions()}:{cpu}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cache_path(exercise: Exercise, cache_dir: Path, limits: Limits | None = None) -> Path:
-    return Path(cache_dir) / f"{exercise.name}-{cache_key(exercise, library_of(limits))[:20]}.json"
+    """``<exercise>-<key>-cpu<tag>.json``: the tag names the CPU kernel set, so stale files of
+    this machine's kind can be swept without touching those another kind of node wrote."""
+    cpu = cpu_identity()
+    key = cache_key(exercise, library_of(limits), cpu)[:20]
+    return Path(cache_dir) / f"{exercise.name}-{key}-cpu{cpu_tag(cpu)}.json"
+
+
+def _stale(path: Path) -> list[Path]:
+    """Older references for ``path``'s exercise and CPU (another solution, library or format)."""
+    exercise, _, tag = re.fullmatch(r"(.+)-[0-9a-f]{20}(-cpu([0-9a-f]{8}))?\.json", path.name).group(1, 2, 3)
+    pattern = re.compile(re.escape(exercise) + r"-[0-9a-f]{20}(-cpu([0-9a-f]{8}))?\.json")
+    found = []
+    for other in path.parent.glob(f"{exercise}-*.json"):
+        match = pattern.fullmatch(other.name)
+        if other != path and match and match.group(2) in (None, tag):  # untagged: an older format
+            found.append(other)
+    return found
 
 
 def load_or_compute(exercise: Exercise, limits: Limits, cache_dir: Path | None) -> dict[str, list[dict]]:
@@ -66,10 +89,10 @@ def load_or_compute(exercise: Exercise, limits: Limits, cache_dir: Path | None) 
         return json.loads(path.read_text())["records"]
     records = compute(exercise, limits)
     if path is not None:
-        for stale in path.parent.glob(f"{exercise.name}-*.json"):  # older solution/library versions
+        for stale in _stale(path):
             stale.unlink(missing_ok=True)
         _write_private(path, {"exercise": exercise.name, "solution": str(exercise.path),
-                              "versions": runtime_versions(), "records": records})
+                              "versions": runtime_versions(), "cpu": cpu_identity(), "records": records})
     return records
 
 
@@ -77,10 +100,11 @@ def compute(exercise: Exercise, limits: Limits) -> dict[str, list[dict]]:
     """Run the solution; every one of its cells must pass, and every check its file, or the
     grader cannot work (a budget the instructor's own model misses would fail every student).
 
-    The instructor's code is trusted, so it gets four times the time limits: a busy machine
-    must not turn a slow reference run into a broken grader.
+    The instructor's code is trusted, so it gets :data:`~prunekit.grade.limits.REFERENCE_SLACK`
+    times the time limits: a busy machine must not turn a slow reference run into a broken grader.
     """
-    generous = replace(limits, cell_timeout=4 * limits.cell_timeout, total_timeout=4 * limits.total_timeout)
+    generous = replace(limits, cell_timeout=REFERENCE_SLACK * limits.cell_timeout,
+                       total_timeout=REFERENCE_SLACK * limits.total_timeout)
     plan, runs, verdicts = autograde.execute(exercise, exercise.notebook, generous)
     records: dict[str, list[dict]] = {}
     for index, (step, run) in enumerate(zip(plan, runs)):
@@ -117,24 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .batch import resolve_limits
     from .catalog import default_cache_dir, default_solutions_dir, load_catalog
-    from .sandbox import MODES, SandboxUnavailable
+    from .limits import SandboxUnavailable, add_limit_options, limits_from
+    from .sandbox import ISOLATION, MODES, resolve_limits
 
     p = argparse.ArgumentParser(prog="python -m prunekit.grade.reference", description=main.__doc__.split("\n")[0])
     p.add_argument("--solutions", type=Path, default=None, help="folder of solution notebooks")
     p.add_argument("--exercise", action="append", default=None, help="only this exercise (repeatable)")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: <solutions>/../.cache/prunekit-grade")
     p.add_argument("--sandbox", choices=MODES, default="auto")
-    p.add_argument("--cell-timeout", type=float, default=60.0)
-    p.add_argument("--total-timeout", type=float, default=900.0)
-    p.add_argument("--memory-mb", type=int, default=4096)
+    p.add_argument("--isolation", choices=ISOLATION, default="auto")
+    add_limit_options(p)
     args = p.parse_args(argv)
     solutions = args.solutions or default_solutions_dir()
     cache = args.cache_dir or default_cache_dir(solutions)
     try:
         catalog = load_catalog(solutions)
-        limits = resolve_limits(Limits(args.cell_timeout, args.total_timeout, args.memory_mb), args.sandbox, cache)
+        limits = resolve_limits(limits_from(args), args.sandbox, cache, args.isolation)
         for name in args.exercise or sorted(catalog):
             load_or_compute(catalog[name], limits, cache)
             print(f"{name}: {cache_path(catalog[name], cache, limits)}")

@@ -4,6 +4,13 @@ Written answers graded by hand appear in all three, never as a score the grader 
 JSON lists them under ``manual`` (with the student's text), the feedback in their own table,
 the gradebook in their own columns holding ``needs manual grading`` (or ``0`` for an answer
 left as released) for the instructor to overwrite.
+
+Much of the text comes from students (messages of their code, file names), so it is written
+defensively: already cleaned of what UTF-8 cannot hold (:func:`~prunekit.grade.results.clean_text`),
+escaped for Markdown tables and HTML in the feedback, and kept from starting a spreadsheet
+formula in the gradebook. The command line writes the gradebook *first* and each student's
+feedback on its own (:func:`write_feedback`): one file that cannot be written costs that
+student's page, never the class's gradebook.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-from .autograde import NEEDS_MANUAL, GradeResult
+from .results import NEEDS_MANUAL, GradeResult, clean_text
 
 
 def write_json(result: GradeResult | list[tuple[str, GradeResult]], path: Path) -> None:
@@ -30,7 +38,7 @@ def write_json(result: GradeResult | list[tuple[str, GradeResult]], path: Path) 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(content, indent=2) + "\n")
+        f.write(json.dumps(content, indent=2) + "\n")  # ASCII with escapes: any text survives
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
@@ -47,38 +55,58 @@ def task_columns(results: list[tuple[str, GradeResult]], catalog: dict | None = 
     return list(seen)
 
 
+def _md(text: str) -> str:
+    """Student-supplied text as one Markdown table cell: no HTML, no line breaks, no column breaks."""
+    text = clean_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+
+
 def feedback_markdown(name: str, result: GradeResult) -> str:
     """A page a student can act on: score, a table of tasks, and what to fix."""
-    title = f"# Feedback for `{name}`" + (f" — {result.exercise}" if result.exercise else "")
+    shown = _md(name).replace("`", "'")
+    title = f"# Feedback for `{shown}`" + (f" — {_md(result.exercise)}" if result.exercise else "")
     score = f"**Score: {result.score:g} / {result.max_score:g}**"
     if result.manual:
         score += (f" from the automatic tests, plus up to {result.manual_max_score:g} points for written "
                   "answers, graded by hand")
     lines = [title, "", score, ""]
     if result.error:
-        lines += [f"Your notebook could not be graded: {result.error}", ""]
+        lines += [f"Your notebook could not be graded: {_md(result.error)}", ""]
     if result.tasks:
         lines += ["| Task | Points | Result |", "|---|---:|---|"]
         for t in result.tasks:
-            verdict = (t.message if t.passed else "failed: " + t.message).replace("|", "\\|")
-            lines.append(f"| `{t.grade_id}` | {t.score:g} / {t.max_score:g} | {verdict} |")
+            verdict = _md(t.message if t.passed else "failed: " + t.message)
+            lines.append(f"| `{_md(t.grade_id)}` | {t.score:g} / {t.max_score:g} | {verdict} |")
         lines.append("")
     if result.manual:
         lines += ["Written answers (graded by hand):", "", "| Question | Points | Status |", "|---|---:|---|"]
         for m in result.manual:
             points = f"– / {m.max_score:g}" if m.score is None else f"{m.score:g} / {m.max_score:g}"
-            lines.append(f"| `{m.grade_id}` | {points} | {m.message} |")
+            lines.append(f"| `{_md(m.grade_id)}` | {points} | {_md(m.message)} |")
         lines.append("")
     if result.notes:
-        lines += ["Notes:", *[f"- {n}" for n in result.notes], ""]
+        lines += ["Notes:", *[f"- {_md(n)}" for n in result.notes], ""]
     return "\n".join(lines)
 
 
-def write_feedback(folder: Path, results: list[tuple[str, GradeResult]]) -> None:
+def write_feedback(folder: Path, results: list[tuple[str, GradeResult]]) -> list[str]:
+    """``<name>.md`` per submission, each on its own: returns the problems (none stop the others)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    problems = []
     for name, result in results:
-        (folder / f"{name}.md").write_text(feedback_markdown(name, result), encoding="utf-8")
+        try:
+            (folder / f"{name}.md").write_text(feedback_markdown(name, result), encoding="utf-8")
+        except (OSError, ValueError) as err:  # a name the file system refuses, a full disk: this page only
+            problems.append(f"feedback for {clean_text(name)!r} not written: {clean_text(err)}")
+            print(f"error: {problems[-1]}", file=sys.stderr)
+    return problems
+
+
+def _cell(text: str) -> str:
+    """A gradebook cell that a spreadsheet shows as text, never runs as a formula."""
+    text = clean_text(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def write_gradebook(path: Path, results: list[tuple[str, GradeResult]], task_ids: list[str]) -> None:
@@ -95,8 +123,8 @@ def write_gradebook(path: Path, results: list[tuple[str, GradeResult]], task_ids
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for name, result in results:
-            row = {"submission": name, "exercise": result.exercise, "total": f"{result.score:g}",
-                   "max_score": f"{result.max_score:g}", "error": result.error}
+            row = {"submission": _cell(name), "exercise": _cell(result.exercise), "total": f"{result.score:g}",
+                   "max_score": f"{result.max_score:g}", "error": _cell(result.error)}
             row.update({t.grade_id: f"{t.score:g}" for t in result.tasks if t.grade_id in task_ids})
             row.update({m.grade_id: NEEDS_MANUAL if m.score is None else f"{m.score:g}" for m in result.manual})
             if extra:

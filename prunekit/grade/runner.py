@@ -4,12 +4,16 @@ Why cell by cell, and not ``nbclient.execute``: one failing task must not zero t
 cell that raises is recorded and the next cell still runs (a later test that needed it then
 fails on its own). A cell that runs too long is interrupted; if the kernel does not answer
 afterwards (the student ignored SIGINT) it is killed and the remaining cells are reported as
-*not run*, with the reason. A kernel that dies (``os._exit``, a segfault, the memory watchdog)
-ends the run the same way. Nothing a submission does can stop the grader itself.
+*not run*, with the reason. A kernel that dies (``os._exit``, a segfault, a memory or disk
+limit) ends the run the same way. Nothing a submission does can stop the grader itself.
+
+Each run gets its own folder (a private tmpfs where possible), its own uid, its own control
+group (a CPU quota and a memory limit for every process it starts) and a watchdog
+(:mod:`prunekit.grade.sandbox`); at the end every process of the run is killed.
 
 What the runner trusts: the ``execute_reply`` status (not the outputs, which the kernel could
-clear) for pass/fail, and the ``display_data`` outputs of :data:`~prunekit.grade.records.RECORD_MIME`
-for the recorded values, which :mod:`prunekit.grade.autograde` compares in the grader process.
+clear) for pass/fail, and the ``display_data`` outputs of :data:`~prunekit.grade.kernel.records.RECORD_MIME`
+for the recorded values, which :mod:`prunekit.grade.score` compares in the grader process.
 """
 
 from __future__ import annotations
@@ -19,48 +23,31 @@ import functools
 import json
 import logging
 import os
-import shutil
-import signal
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbformat
-import psutil
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from . import limits as lim
 from . import sandbox
-from .records import RECORD_MIME
+from .kernel.records import RECORD_MIME
+from .limits import GraderError, Limits
 from .sandbox import Sandbox
+from .sandbox.cgroups import Group
+from .sandbox.watchdog import Watchdog, kill_strays
 
 KERNEL_NAME = "prunekit-sandbox"
-MAX_OUTPUT_BYTES = 16 << 20  # per cell; far above what a test cell prints or records
-MAX_MESSAGE_BYTES = 8 << 20  # per kernel message
-MAX_DATA_BYTES = 64 << 20  # data files larger than this are not offered to kernels
-MAX_HANDIN_BYTES = 64 << 20  # per handed-in file
 _log = logging.getLogger("prunekit.grade.runner")
 _log.addHandler(logging.NullHandler())
 _log.propagate = False
-
-
-@dataclass
-class Limits:
-    """Time and memory limits for one notebook run (seconds, MiB), and the sandbox to run it in."""
-
-    cell_timeout: float = 60.0
-    total_timeout: float = 900.0
-    memory_mb: int | None = 4096
-    sandbox: Sandbox | None = None  # None: resolve("auto") once per process
-    rlimit: bool = True  # RLIMIT_AS in the launcher; the RSS watchdog runs either way
-    startup_timeout: float = 60.0
-    recover_timeout: float = 10.0  # how long an interrupted kernel gets to answer again
 
 
 @dataclass
@@ -77,26 +64,23 @@ class CellRun:
     detail: str = ""
 
 
-class GraderError(RuntimeError):
-    """The grader itself could not work (as opposed to a submission that fails)."""
-
-
 @dataclass
 class RunOptions:
     """Per-cell extras of one run (all optional).
 
     ``preludes``: code run silently (no output, no history) just before a cell -- the grader
     reseeds the random generators there, so a test does not depend on how many random numbers
-    the student's code drew (:mod:`prunekit.grade.seeding`). ``private``: cells kept out of the
+    the student's code drew (:mod:`prunekit.grade.kernel.seeding`). ``private``: cells kept out of the
     kernel's input history (``In``, ``_ih``): test cells, whose hidden part a student's function
     could otherwise read back while it runs. ``outbox``: a folder of the grader's that receives
-    the files the kernel handed in (:func:`prunekit.grade.hand_in`), for checks that run
-    outside the kernel.
+    the files named in ``collect`` that the kernel handed in (:func:`prunekit.grade.hand_in`),
+    for checks that run outside the kernel; nothing else leaves the box.
     """
 
     preludes: dict[int, str] = field(default_factory=dict)
     private: set[int] = field(default_factory=set)
     outbox: Path | None = None
+    collect: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -113,47 +97,47 @@ def run_notebook(nb: nbformat.NotebookNode, limits: Limits | None = None,
 
 async def _run(nb: nbformat.NotebookNode, limits: Limits, options: RunOptions) -> list[CellRun]:
     box = limits.sandbox or default_sandbox()
-    root = Path(tempfile.mkdtemp(prefix="prunekit-grade-"))
-    try:
-        with sandbox.lease_uid(box) as uid:
-            km, launch = _kernel_manager(root, box, uid, limits)
-            client = _BoundedClient(
-                nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
-                allow_errors=True, interrupt_on_timeout=False,
-                startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
-                record_timing=False, iopub_timeout=5, log=_log, resources={"metadata": {"path": launch["cwd"]}},
-            )
-            replies: dict[int, dict] = {}
-            client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
-                cell_index, execute_reply.get("content", {})
-            )
-            log_path = root / "kernel.log"  # the kernel's own stdout/stderr, kept out of ours
-            try:
-                with open(log_path, "wb") as log_file:
-                    runs = await _execute(client, nb, limits, options, replies, box,
-                                          stdout=log_file, stderr=log_file, **launch)
-            except (RuntimeError, TimeoutError) as err:  # the kernel never came up
-                tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
-                raise GraderError(f"could not start a kernel: {err}\n{tail}") from err
+    with sandbox.run_folder(box) as root, sandbox.lease_uid(box) as uid, \
+            sandbox.control_group(box, limits.cpus, limits.memory_mb) as group:
+        km, launch = _kernel_manager(root, box, uid, group, limits)
+        client = _BoundedClient(
+            nb, km=km, store_widget_state=False, kernel_name=KERNEL_NAME,
+            allow_errors=True, interrupt_on_timeout=False,
+            startup_timeout=int(limits.startup_timeout), shutdown_kernel="immediate",
+            record_timing=False, iopub_timeout=int(lim.OUTPUT_WAIT), log=_log,
+            resources={"metadata": {"path": launch["cwd"]}},
+        )
+        replies: dict[int, dict] = {}
+        client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
+            cell_index, execute_reply.get("content", {})
+        )
+        log_path = root / "kernel.log"  # the kernel's own stdout/stderr, kept out of ours
+        watched = None if box.private_folders or not box.boxed else root
+        try:
+            with open(log_path, "wb") as log_file:
+                runs = await _execute(client, nb, limits, options, replies, box, group, watched,
+                                      stdout=log_file, stderr=log_file, **launch)
+        except (RuntimeError, TimeoutError) as err:  # the kernel never came up
+            tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+            raise GraderError(f"could not start a kernel: {err}\n{tail}") from err
         if options.outbox is not None:
-            _collect(root / "outbox", options.outbox)
+            collect(root / "outbox", options.outbox, options.collect)
         return runs
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _execute(client, nb, limits: Limits, options: RunOptions, replies: dict, box: Sandbox,
-                   **start: Any) -> list[CellRun]:
+                   group: Group | None, watched: Path | None, **start: Any) -> list[CellRun]:
     async with client.async_setup_kernel(cleanup_kc=True, **start):
-        watchdog = _Watchdog(client.km, limits.memory_mb)
+        watchdog = Watchdog(getattr(client.km.provisioner, "pid", None), limits.memory_mb, group,
+                            cpus=limits.cpus if box.watchdog else None, folder=watched)
         task = asyncio.ensure_future(watchdog.watch())
         try:
             return await _run_cells(client, nb, limits, options, replies, watchdog)
         finally:
             task.cancel()
-            _kill_tree(watchdog.pid)  # in the box, this also ends the PID namespace and all in it
+            watchdog.stop()  # in the box, this also ends the PID namespace and all in it
             if not box.boxed:
-                _kill_strays(start["env"][sandbox.RUN_TOKEN])
+                kill_strays(start["env"][sandbox.RUN_TOKEN], sandbox.RUN_TOKEN)
 
 
 class _BoundedClient(NotebookClient):
@@ -170,7 +154,7 @@ class _BoundedClient(NotebookClient):
     def output(self, outs, msg, display_id, cell_index):
         used = self.output_bytes.get(cell_index, 0) + len(str(msg.get("content", "")))
         self.output_bytes[cell_index] = used
-        if used > MAX_OUTPUT_BYTES:
+        if used > lim.MAX_OUTPUT_BYTES:
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -184,7 +168,7 @@ class _SandboxKernelManager(AsyncKernelManager):
 
     def client(self, **kwargs: Any):
         kc = super().client(**kwargs)
-        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, lim.MAX_MESSAGE_BYTES)
         return kc
 
     def write_connection_file(self, **kwargs: Any) -> None:
@@ -193,7 +177,7 @@ class _SandboxKernelManager(AsyncKernelManager):
             os.chown(self.connection_file, self.kernel_uid, self.kernel_uid)
 
 
-def _kernel_manager(root: Path, box: Sandbox, uid: int | None, limits: Limits
+def _kernel_manager(root: Path, box: Sandbox, uid: int | None, group: Group | None, limits: Limits
                     ) -> tuple[AsyncKernelManager, dict[str, Any]]:
     """A kernel manager whose only kernel spec is the sandbox, talking over Unix sockets.
 
@@ -202,15 +186,14 @@ def _kernel_manager(root: Path, box: Sandbox, uid: int | None, limits: Limits
     ipc = sandbox.prepare_ipc(root, uid)
     outbox = sandbox.prepare_outbox(root, uid)
     memory = limits.memory_mb if limits.rlimit else None
-    cpu = int(4 * limits.total_timeout) + 60
     kernel = [sandbox.kernel_python(box), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     if box.boxed:
-        argv = (sandbox.limits_argv(memory, cpu, own_uid=uid is not None)
-                + sandbox.bwrap_argv(box, ipc, uid, _data_files(), outbox) + kernel)
-        launch = {"env": sandbox._outer_env(), "cwd": str(root)}
+        argv = (sandbox.launch_argv(box, group, memory, limits.cpu_seconds, own_uid=uid is not None)
+                + sandbox.bwrap_argv(box, ipc, uid, sandbox.data_files(), outbox) + kernel)
+        launch = {"env": sandbox.outer_env(), "cwd": str(root)}
     else:
-        work, env = sandbox.unboxed_workdir(root, _data_files(), outbox)
-        argv = sandbox.limits_argv(memory, cpu, own_uid=False) + kernel
+        work, env = sandbox.unboxed_workdir(root, sandbox.data_files(), outbox)
+        argv = sandbox.launch_argv(box, None, memory, limits.cpu_seconds, own_uid=False) + kernel
         launch = {"env": env, "cwd": str(work)}
     spec_dir = root / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -226,7 +209,7 @@ def _kernel_manager(root: Path, box: Sandbox, uid: int | None, limits: Limits
 
 
 async def _run_cells(client, nb, limits: Limits, options: RunOptions, replies: dict,
-                     watchdog: _Watchdog) -> list[CellRun]:
+                     watchdog: Watchdog) -> list[CellRun]:
     runs: list[CellRun] = []
     deadline = time.monotonic() + limits.total_timeout
     stopped = ""  # once set, the kernel is gone and this says why
@@ -237,7 +220,7 @@ async def _run_cells(client, nb, limits: Limits, options: RunOptions, replies: d
         remaining = deadline - time.monotonic()
         if not stopped and remaining < 1:
             stopped = f"the total time limit of {limits.total_timeout:g} s was used up"
-            _kill_tree(watchdog.pid)
+            watchdog.stop()
         if stopped:
             runs.append(CellRun(index, "not_run", detail=stopped))
             continue
@@ -252,7 +235,7 @@ async def _run_cells(client, nb, limits: Limits, options: RunOptions, replies: d
     return runs
 
 
-async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: _Watchdog,
+async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watchdog: Watchdog,
                     recover: float, store_history: bool = True) -> tuple[CellRun, str]:
     """Run one cell; return its record and, if the kernel is gone afterwards, why."""
     client.timeout = timeout
@@ -261,15 +244,15 @@ async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watch
         await client.async_execute_cell(cell, index, store_history=store_history)
     except CellTimeoutError:
         run = CellRun(index, "timeout", seconds=timeout, detail=f"timed out after {timeout} s")
-        if watchdog.tripped:
-            return _memory_run(index, watchdog), watchdog.reason()
+        if watchdog.explain():
+            return _limit_run(index, watchdog), watchdog.explain()
         if await _recover(client, recover):
             return run, ""
-        _kill_tree(watchdog.pid)
+        watchdog.stop()
         return run, f"the kernel did not stop after cell {index} timed out, so it was shut down"
     except DeadKernelError:
-        if watchdog.tripped:
-            return _memory_run(index, watchdog), watchdog.reason()
+        if watchdog.explain():
+            return _limit_run(index, watchdog), watchdog.explain()
         code = await _exit_code(client)
         detail = f"kernel died (exit code {code})"
         return CellRun(index, "died", seconds=time.monotonic() - start, detail=detail), f"{detail} in cell {index}"
@@ -283,8 +266,10 @@ async def _run_cell(client, cell, index: int, timeout: int, replies: dict, watch
     return run, ""
 
 
-def _memory_run(index: int, watchdog: _Watchdog) -> CellRun:
-    return CellRun(index, "memory", detail=watchdog.reason())
+def _limit_run(index: int, watchdog: Watchdog) -> CellRun:
+    """A cell during which the watchdog or the cgroup stopped the kernel (memory or disk)."""
+    reason = watchdog.explain()
+    return CellRun(index, "memory" if reason.startswith("memory") else "disk", detail=reason)
 
 
 def _records(cell) -> list[dict]:
@@ -338,98 +323,19 @@ async def _exit_code(client) -> Any:
         return "unknown"
 
 
-class _Watchdog:
-    """Polls the resident memory of the kernel's process tree and kills the tree at the limit.
-
-    ``RLIMIT_AS`` already stops most memory bombs inside the kernel; this catches what it
-    cannot (a limit the kernel was able to raise, memory in child processes, no rlimit).
-    """
-
-    def __init__(self, km: AsyncKernelManager, memory_mb: int | None, interval: float = 0.2):
-        self.km, self.limit, self.interval = km, (memory_mb or 0) << 20, interval
-        self.pid = getattr(km.provisioner, "pid", None)
-        self.tripped = 0
-
-    async def watch(self) -> None:
-        while self.limit and self.pid:
-            await asyncio.sleep(self.interval)
-            used = _tree_rss(self.pid)
-            if used > self.limit:
-                self.tripped = used
-                _kill_tree(self.pid)
-                return
-
-    def reason(self) -> str:
-        return f"memory limit exceeded ({self.tripped >> 20} MiB used, limit {self.limit >> 20} MiB)"
-
-
-def _tree(pid: int | None) -> list[psutil.Process]:
-    if not pid:
-        return []
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    for proc in _tree(pid):
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-def _kill_tree(pid: int | None) -> None:
-    for proc in _tree(pid):
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-
-
-def _kill_strays(token: str) -> None:
-    """Kill processes that left the kernel's tree (double fork) but still carry this run's token."""
-    for proc in psutil.process_iter(["environ"]):
-        try:
-            if (proc.info.get("environ") or {}).get(sandbox.RUN_TOKEN) == token:
-                proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-
-
-def _data_dir() -> Path:
-    """The grader's course data folder (same rule as :func:`prunekit.data.data_dir`, no torch import)."""
-    return Path(os.environ.get("PRUNEKIT_DATA", Path.home() / ".cache" / "prunekit"))
-
-
-def _data_files() -> list[Path]:
-    """Cached data sets the kernel may read (bound read-only into the box, copied without one)."""
-    folder = _data_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.stat().st_size < MAX_DATA_BYTES)
-
-
-def _collect(source: Path, dest: Path) -> None:
-    """Copy the handed-in files to the grader's ``dest``: regular files only, never a link (the
-    kernel made them and could point a link at a grader file), at most :data:`MAX_HANDIN_BYTES`."""
+def collect(source: Path, dest: Path, names: tuple[str, ...]) -> None:
+    """Copy the handed-in files called ``names`` to the grader's ``dest``: regular files only, never a
+    link (the kernel made them and could point a link at a grader file), opened without following
+    links or blocking on a FIFO, at most :data:`~prunekit.grade.limits.MAX_HANDIN_BYTES` each."""
     dest.mkdir(parents=True, exist_ok=True)
-    if not source.is_dir():
-        return
-    for entry in os.scandir(source):
-        if not entry.is_file(follow_symlinks=False) or entry.name.startswith("."):
-            continue
+    for name in names:
         try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(source / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue
         with os.fdopen(fd, "rb") as src:
             if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                 continue
-            data = src.read(MAX_HANDIN_BYTES + 1)
-        if len(data) <= MAX_HANDIN_BYTES:
-            (dest / entry.name).write_bytes(data)
+            data = src.read(lim.MAX_HANDIN_BYTES + 1)
+        if len(data) <= lim.MAX_HANDIN_BYTES:
+            (dest / name).write_bytes(data)

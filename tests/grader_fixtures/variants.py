@@ -31,6 +31,40 @@ class Variant:
     strip_asserts: bool = False  # the test cells run without their asserts: only records can catch it
 
 
+# ---------------------------------------------------------------- answers taken from the test itself
+# A test cell runs in the student's kernel, so a solution can read it while it runs: the calling frame's
+# globals (a visible helper) and its source through the line cache (a hidden one, not yet defined when the
+# visible part calls the function). Any reference implementation found there is run as "the answer".
+# These variants must lose every task whose test carries one: tests hold no reference implementations.
+STEAL = """\
+import ast as _ast
+import linecache as _linecache
+import sys as _sys
+
+
+def _steal(prefix):
+    \"\"\"The test's own reference: a function named prefix* in the caller's globals or source.\"\"\"
+    frame = _sys._getframe(2)
+    for name, value in frame.f_globals.items():
+        if name.startswith(prefix) and callable(value):
+            return value
+    source = "".join(_linecache.getlines(frame.f_code.co_filename))
+    for node in _ast.parse(source).body:
+        if isinstance(node, _ast.FunctionDef) and node.name.startswith(prefix):
+            namespace = dict(frame.f_globals)
+            exec(compile(_ast.Module([node], []), "<lifted>", "exec"), namespace)
+            return namespace[node.name]
+    raise NotImplementedError(f"no {prefix}* in the test to copy")
+
+
+"""
+
+
+def stealing(sources: dict[str, str]) -> dict[str, str]:
+    """``sources`` with the ``_steal`` helper in front of each cell."""
+    return {gid: STEAL + src for gid, src in sources.items()}
+
+
 # ---------------------------------------------------------------- ex07: heads, MLP neurons, distillation
 EX07 = "ex07_transformer_heads"
 
@@ -232,6 +266,10 @@ VARIANTS = {
                                         why="a tensor shared with the input (hidden test), reduction='mean'"),
     "ex07-forged-checks": Variant(EX07, EX07_FORGED, lost=("test_kd_loss",), message="differs from the expected result",
                                   why="torch.allclose and distillation_loss patched in the kernel"),
+    "ex07-steals-the-reference": Variant(EX07, stealing({"head_scores": """\
+def head_scores(attn):
+    return _steal("_ref")(attn)"""}), lost=("test_head_scores",),
+                                         why="runs the test's own reference for head scores (frame + line cache)"),
 }
 
 # The other exercises live in their own files (one exercise's answers per file keeps each readable).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from variants import Variant
+from variants import Variant, stealing
 
 EX04 = "ex04_taylor"
 
@@ -133,4 +133,16 @@ VARIANTS_EX04 = {
         why="scores in the model's (train) mode with .grad left behind; oracle leaves the model in eval mode"),
     "ex04-gamma-only": Variant(EX04, EX04_GAMMA_ONLY, lost=("test_taylor_bn", "test_oracle"),
                                why="the gate without beta: neither the score nor the cut zeroes the shift"),
+    "ex04-steals-the-references": Variant(EX04, stealing({
+        "taylor_conv": """\
+def taylor_conv_scores(model, conv, batches):
+    return _steal("_ref_conv")(model, next(n for n, m in model.named_modules() if m is conv), batches)""",
+        "taylor_bn": """\
+def taylor_bn_scores(model, bn, batches):
+    return _steal("_ref_bn")(model, next(n for n, m in model.named_modules() if m is bn), batches)""",
+        "oracle": """\
+def oracle_loss_increase(model, bn, batches):
+    return _steal("_ref_oracle")(model, next(n for n, m in model.named_modules() if m is bn), batches)"""}),
+        lost=("test_taylor_conv", "test_taylor_bn", "test_oracle"),
+        why="calls the visible tests' reference functions through the caller's globals"),
 }

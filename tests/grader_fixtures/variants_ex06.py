@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from variants import Variant
+from variants import Variant, stealing
 
 EX06 = "ex06_pipeline"
 
@@ -105,4 +105,15 @@ VARIANTS_EX06 = {
     "ex06-train-mode-momentum-lost": Variant(
         EX06, EX06_MODES, lost=("test_accuracy", "test_recalibrate_bn"), strip_asserts=True,
         why="accuracy on a train-mode copy; recalibration leaves momentum=None (only recorded once asserts go)"),
+    "ex06-steals-the-reference": Variant(EX06, stealing({"recalibrate_bn": """\
+def recalibrate_bn(model, loader, batches=10):
+    stats = _steal("_ref")(model, loader, batches)
+    counted = min(batches, len(loader))
+    with torch.no_grad():
+        for bn, (mean, var) in zip([m for m in model.modules() if isinstance(m, nn.BatchNorm2d)], stats):
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.fill_(counted)
+    return model.eval()"""}), lost=("test_recalibrate_bn",),
+        why="copies the running statistics the visible test's reference computes"),
 }

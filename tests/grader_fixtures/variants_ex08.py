@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from variants import Variant
+from variants import Variant, stealing
 
 EX08 = "ex08_nm_sparsity"
 
@@ -126,4 +126,11 @@ VARIANTS_EX08 = {
                                              "recalibrates the models it was given"),
     "ex08-global-threshold-and-hooks": Variant(EX08, EX08_GLOBAL_HOOKS, lost=("test_sparsify",),
                                                why="one threshold for all layers, torch.nn.utils.prune hooks left on"),
+    "ex08-steals-the-reference": Variant(EX08, stealing({"nm_mask": """\
+def nm_mask(weight, n=2, m=4):
+    if weight.shape[1] % m:
+        raise ValueError(f"input width {weight.shape[1]} is not a multiple of {m}")
+    return _steal("_ref")(weight, n, m)"""}), lost=("test_nm_mask", "test_is_nm", "test_sparsify"),
+                                         why="runs the test's own reference mask (line cache of the running cell); "
+                                             "with none to take it has no nm_mask, which tasks 2 and 4 build on"),
 }

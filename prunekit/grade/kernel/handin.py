@@ -8,9 +8,10 @@ The notebook saves the file and a test cell hands it in::
     hand_in("pruned.pt")
 
 Under the grader the file is copied into the kernel's outbox (``$PRUNEKIT_OUTBOX``, a folder
-bound into the sandbox); after the run the grader takes regular files from there (never a
-link, size-capped) into a folder of its own (:class:`prunekit.grade.runner.RunOptions`) and
-can run a check on them in a fresh sandbox (:func:`prunekit.grade.checks.run_check`).
+bound into the sandbox); after the run the grader takes the files its checks name from there
+(regular files only, never a link, size-capped) into a folder of its own
+(:class:`prunekit.grade.runner.RunOptions`) and runs each check on its file in a fresh sandbox
+(:func:`prunekit.grade.checks.run_check`).
 Outside the grader ``hand_in`` does nothing, so notebooks stay clean when students run them.
 """
 

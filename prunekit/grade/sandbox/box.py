@@ -7,10 +7,10 @@ it only chooses bwrap's options (:func:`bwrap_argv`):
 
 * **nothing of the host but the interpreter**: a read-only ``/usr``, the Python installation,
   the environment's ``site-packages`` (at ``/opt/venv``) and an *installed copy* of prunekit
-  (:mod:`prunekit.grade.install`, at ``/opt/prunekit``). No repository, no ``solutions/``, no
-  ``.git``, no grader cache, no other submission: those paths do not exist in the box;
-* **a fresh, size-limited tmpfs** as home and ``/tmp``; the course data files are bound
-  read-only into it;
+  (:mod:`prunekit.grade.sandbox.install`, at ``/opt/prunekit``). No repository, no
+  ``solutions/``, no ``.git``, no grader cache, no other submission: those paths do not exist;
+* **fresh, size-limited tmpfs** as home, ``/tmp`` and a private, writable ``/dev/shm``
+  (multiprocessing and DataLoader workers need it); the course data files are bound read-only;
 * **its own PID, network, IPC and UTS namespaces**: no network at all (not even the host's
   loopback), no view of other processes, and when the box's first process ends the kernel
   kills every process left in the namespace -- a double-forked ``setsid`` daemon included;
@@ -21,61 +21,83 @@ it only chooses bwrap's options (:func:`bwrap_argv`):
   each other).
 
 The kernel talks to the grader over Unix sockets (ZeroMQ ``ipc``) in one folder bound into
-the box, as the box has no network. Hard resource limits (address space, file size, CPU
-seconds, processes) are set by :func:`main`, a few lines that run before bwrap and ``exec`` it.
+the box, as the box has no network; the files it hands in land in a second one (the outbox).
+Both live in the run's own folder (:func:`run_folder`), which the grader mounts as a tmpfs of
+its own, capped in bytes and files, when it can (root): a kernel that fills its folder fills
+only that.
+
+Resources are shared fairly by a control group per kernel (:mod:`.cgroups`: a CPU quota for
+the whole process tree, memory counted once per page) where the machine allows it, else by a
+watchdog that does the same from outside (:mod:`.watchdog`); :func:`resolve` says which, and
+warns when it is the watchdog. Hard per-process limits are set by :mod:`.launcher`, which runs
+before bwrap and executes it.
 
 Without bwrap (:func:`resolve`): an error when the environment variable ``CI`` is true, a
 warning elsewhere, and ``--sandbox none`` runs kernels as the grader's own user with only the
 resource limits -- for trusted notebooks (your own solutions), never for students' work.
 
-Only the standard library is imported here: :func:`main` runs with ``python -I`` as a script.
+Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .. import limits as lim
+from ..limits import SandboxUnavailable
+from ..machine import kernel_selection
+from . import cgroups, launcher
+
 MODES = ("auto", "bwrap", "none")
+ISOLATION = ("auto", "cgroup", "watchdog")
 HOME = "/home/student"
 SITE = "/opt/prunekit"  # the installed copy of prunekit, read-only
 VENV = "/opt/venv"  # the environment's bin/ and lib/ (site-packages), read-only
 DATA = f"{HOME}/data"  # PRUNEKIT_DATA inside the box
 OUTBOX = f"{HOME}/outbox"  # files handed to the grader (prunekit.grade.hand_in)
 INBOX = f"{HOME}/inbox"  # files a check run receives, read-only
-BOX_BYTES = 1 << 30  # each tmpfs (home, /tmp): a full disk there is the submission's own problem
-MAX_PROCESSES = 512  # per uid: a fork bomb stops here (only set when the run has its own uid)
-MAX_FILE_BYTES = 1 << 30
 UID_BASE = int(os.environ.get("PRUNEKIT_GRADE_UID_BASE", "2000000"))  # far from real and subuid ranges
 UID_SLOTS = 256
 RUN_TOKEN = "PRUNEKIT_GRADE_RUN"  # marks the processes of a run without a sandbox, for the final sweep
 
 
-class SandboxUnavailable(RuntimeError):
-    """The sandbox was required (``--sandbox bwrap``, or ``CI=true``) but cannot run here."""
-
-
 @dataclass(frozen=True)
 class Sandbox:
-    """How this grading session isolates kernels (resolved once, then passed to every worker)."""
+    """How this grading session isolates kernels (resolved once, then passed to every worker).
+
+    ``cgroups``: the hierarchy each kernel gets a control group in (None: the watchdog shares
+    CPU and counts memory instead); ``private_folders``: each run's folder is a tmpfs of its
+    own (needs root). ``--sandbox none`` has neither: trusted notebooks, rlimits only.
+    """
 
     mode: str  # "bwrap" or "none"
     site: str = ""  # host folder that holds the installed copy (its prunekit/ is bound at SITE)
     bwrap: str = ""  # path of the bwrap executable
     setpriv: str = ""  # path of setpriv when the grader is root (drop to a leased uid)
+    cgroups: cgroups.Hierarchy | None = None
+    private_folders: bool = False
+    watchdog: bool = False  # share CPU and count memory from outside (no cgroups here, or asked for)
 
     @property
     def boxed(self) -> bool:
         return self.mode == "bwrap"
+
+    @property
+    def isolation(self) -> str:
+        """What keeps kernels apart in CPU, memory and disk, in words (printed by the CLI)."""
+        if not self.boxed:
+            return "none (trusted notebooks: rlimits only)"
+        share = f"{self.cgroups.label} per kernel" if self.cgroups else "watchdog (no cgroups)"
+        disk = "a tmpfs per run" if self.private_folders else "watched run folders"
+        return f"bwrap; {share}; {disk}"
 
 
 def _is_ci() -> bool:
@@ -86,22 +108,29 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def resolve(requested: str = "auto", state_dir: Path | None = None, ci: bool | None = None) -> Sandbox:
+def resolve(requested: str = "auto", state_dir: Path | None = None, ci: bool | None = None,
+            isolation: str = "auto") -> Sandbox:
     """Pick the sandbox for this session, after a trial run that imports prunekit in the box.
 
     ``auto``: bwrap when it works; otherwise :class:`SandboxUnavailable` under ``CI=true`` and
     a warning (and no sandbox) elsewhere. ``bwrap``: bwrap or :class:`SandboxUnavailable`.
     ``none``: no sandbox, on purpose (trusted notebooks only).
+
+    ``isolation`` (with bwrap): ``cgroup`` requires a control group per kernel; ``watchdog``
+    shares CPU and counts memory from outside even where cgroups work; ``auto`` takes cgroups
+    when :func:`cgroups.detect` finds them and otherwise warns and uses the watchdog.
     """
     if requested not in MODES:
         raise ValueError(f"unknown sandbox {requested!r}; choose one of {', '.join(MODES)}")
+    if isolation not in ISOLATION:
+        raise ValueError(f"unknown isolation {isolation!r}; choose one of {', '.join(ISOLATION)}")
     if requested == "none":
         return Sandbox("none")
     from .install import installed_copy  # imports nothing of torch
 
     box, why = _bwrap_box(installed_copy(state_dir or default_state_dir()))
     if box is not None:
-        return box
+        return _isolated(box, isolation)
     message = (f"the bubblewrap sandbox cannot run here ({why}); install it with "
                "`apt-get install bubblewrap` (or `make sandbox-deps`)")
     if requested == "bwrap" or (_is_ci() if ci is None else ci):
@@ -110,6 +139,34 @@ def resolve(requested: str = "auto", state_dir: Path | None = None, ci: bool | N
           "the solutions, use the network and touch other runs. Grade untrusted work only with the "
           "sandbox.", file=sys.stderr)
     return Sandbox("none")
+
+
+def resolve_limits(limits: lim.Limits, mode: str = "auto", state_dir: Path | None = None,
+                   isolation: str = "auto") -> lim.Limits:
+    """``limits`` with its sandbox resolved once, here, for every worker (see :func:`resolve`)."""
+    if limits.sandbox is not None:
+        return limits
+    return replace(limits, sandbox=resolve(mode, state_dir, isolation=isolation))
+
+
+def _isolated(box: Sandbox, isolation: str) -> Sandbox:
+    """``box`` with its resource isolation: cgroups and private run folders where they work."""
+    hierarchy, why = (None, "not asked for") if isolation == "watchdog" else cgroups.detect()
+    if hierarchy is None and isolation == "cgroup":
+        raise SandboxUnavailable(f"no control group per kernel can be made here ({why}); "
+                                 "run the grader as root, or use --isolation watchdog")
+    if hierarchy is None and isolation == "auto":
+        print(f"WARNING: no control group per kernel ({why}). A watchdog shares the CPU and counts "
+              "memory instead: it polls the kernel's processes every 0.2 s, so a burst between two "
+              "polls goes unseen. Run the grader as root (or in a delegated cgroup) for a kernel-"
+              "enforced quota.", file=sys.stderr)
+    private, why_not = _can_mount_tmpfs()
+    if not private:
+        print(f"WARNING: each run's folder (ipc, outbox) cannot be a tmpfs of its own ({why_not}); "
+              f"the watchdog stops a kernel whose folder grows past {lim.RUN_FOLDER_BYTES >> 20} MiB, "
+              "but a fast writer can fill the grader's temporary folder in between.", file=sys.stderr)
+    return Sandbox(box.mode, box.site, box.bwrap, box.setpriv, cgroups=hierarchy, private_folders=private,
+                   watchdog=hierarchy is None)
 
 
 def default_state_dir() -> Path:
@@ -128,12 +185,12 @@ def _bwrap_box(site: Path) -> tuple[Sandbox | None, str]:
         if not setpriv:
             return None, "`setpriv` (util-linux) is missing, so the kernel could not leave root"
     box = Sandbox("bwrap", site=str(site), bwrap=bwrap, setpriv=setpriv)
-    check = "import ipykernel, prunekit.grade.records as r; assert r.__file__.startswith('/opt/prunekit/')"
+    check = "import ipykernel, prunekit.grade.kernel.records as r; assert r.__file__.startswith('/opt/prunekit/')"
     with tempfile.TemporaryDirectory(prefix="prunekit-probe-") as tmp, lease_uid(box) as uid:
         ipc = prepare_ipc(Path(tmp), uid)
         argv = bwrap_argv(box, ipc, uid, data_files=[]) + [f"{VENV}/bin/python", "-c", check]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=_outer_env())
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=outer_env())
         except (OSError, subprocess.TimeoutExpired) as err:
             return None, str(err)
     if done.returncode != 0:
@@ -216,6 +273,66 @@ def prepare_outbox(root: Path, uid: int | None) -> Path:
     return outbox
 
 
+@contextmanager
+def run_folder(box: Sandbox, prefix: str = "prunekit-grade-") -> Iterator[Path]:
+    """A fresh folder for one run (ipc, outbox, the kernel's log), removed afterwards.
+
+    With ``box.private_folders`` it is a tmpfs of its own, at most
+    :data:`~prunekit.grade.limits.RUN_FOLDER_BYTES` and :data:`~prunekit.grade.limits.RUN_FOLDER_FILES`
+    files: a kernel that fills its ipc folder or outbox fills only its own run's.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    mounted = box.private_folders and _mount_tmpfs(root)
+    try:
+        yield root
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(root)], capture_output=True, env=outer_env())
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def control_group(box: Sandbox, cpus: float, memory_mb: int | None) -> Iterator[cgroups.Group | None]:
+    """The run's control group (:mod:`.cgroups`), removed with everything in it afterwards; None
+    where there are no cgroups (the watchdog shares the CPU) or for a trusted run without a box."""
+    if box.cgroups is None or not box.boxed:
+        yield None
+        return
+    try:
+        group = cgroups.Group.create(box.cgroups, cgroups.group_name(), cpus,
+                                     (memory_mb << 20) if memory_mb else None, lim.MAX_PROCESSES)
+    except OSError as err:  # the hierarchy went away since resolve(): say so, fall back for this run
+        print(f"WARNING: no control group for this run ({err}); it runs with rlimits only", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield group
+    finally:
+        group.remove()
+
+
+def _mount_tmpfs(folder: Path) -> bool:
+    options = f"size={lim.RUN_FOLDER_BYTES},nr_inodes={lim.RUN_FOLDER_FILES},mode=0700,nosuid,nodev"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "prunekit-run", str(folder)],
+                          capture_output=True, env=outer_env())
+    return done.returncode == 0
+
+
+def _can_mount_tmpfs() -> tuple[bool, str]:
+    if not _is_root():
+        return False, "mounting one needs root"
+    if not shutil.which("mount", path=outer_env()["PATH"]):
+        return False, "`mount` (util-linux) is missing"
+    probe = Path(tempfile.mkdtemp(prefix="prunekit-mount-probe-"))
+    try:
+        if not _mount_tmpfs(probe):
+            return False, "mount -t tmpfs failed"
+        subprocess.run(["umount", "-l", str(probe)], capture_output=True, env=outer_env())
+        return True, ""
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- bwrap's command line
 def bwrap_argv(box: Sandbox, ipc: Path, uid: int | None, data_files: list[Path],
                outbox: Path | None = None, inputs: dict[str, Path] | None = None) -> list[str]:
@@ -230,8 +347,9 @@ def bwrap_argv(box: Sandbox, ipc: Path, uid: int | None, data_files: list[Path],
     argv += _system_mounts() + _python_mounts(box)
     for name in ("passwd", "group"):
         argv += ["--ro-bind", str(ipc.parent / name), f"/etc/{name}"]
-    argv += ["--perms", "1777", "--size", str(BOX_BYTES), "--tmpfs", "/tmp",
-             *_dirs("/home"), "--perms", "1777", "--size", str(BOX_BYTES), "--tmpfs", HOME,
+    argv += ["--perms", "1777", "--size", str(lim.BOX_BYTES), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(lim.SHM_BYTES), "--tmpfs", "/dev/shm",
+             *_dirs("/home"), "--perms", "1777", "--size", str(lim.BOX_BYTES), "--tmpfs", HOME,
              "--perms", "1777", "--dir", DATA]
     for f in data_files:
         argv += ["--ro-bind", str(f), f"{DATA}/{f.name}"]
@@ -308,7 +426,9 @@ def kernel_python(box: Sandbox) -> str:
 
 
 def kernel_env(uid: int | None) -> dict[str, str]:
-    """The kernel's whole environment inside the box (nothing of the grader's)."""
+    """The kernel's whole environment inside the box: nothing of the grader's but the variables
+    that choose torch's, oneDNN's and MKL's CPU kernels (:data:`~prunekit.grade.machine.KERNEL_SELECTION`),
+    which the reference key also holds -- the instructor's run and the students' pick the same kernels."""
     return {
         "PATH": f"{VENV}/bin:{Path(sys.base_prefix).resolve()}/bin:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -330,6 +450,7 @@ def kernel_env(uid: int | None) -> dict[str, str]:
         "PRUNEKIT_OUTBOX": OUTBOX,
         "PRUNEKIT_PROGRESS": "0",
         "PRUNEKIT_GRADING": "1",
+        **kernel_selection(),
     }
 
 
@@ -349,57 +470,34 @@ def unboxed_workdir(root: Path, data_files: list[Path], outbox: Path) -> tuple[P
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(work), "TMPDIR": str(work / "tmp"), "IPYTHONDIR": str(work / ".ipython"),
         "MPLCONFIGDIR": str(work / ".mpl"), "PRUNEKIT_DATA": str(work / "data"), "PRUNEKIT_OUTBOX": str(outbox),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # this prunekit, wherever it is
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),  # this prunekit, wherever it is
         RUN_TOKEN: os.urandom(16).hex(),  # marks every process of this run, for the final sweep
     })
     return work, env
 
 
-def _outer_env() -> dict[str, str]:
+def outer_env() -> dict[str, str]:
+    """The environment bwrap (and the launcher before it) starts with: nothing of the grader's."""
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-# ---------------------------------------------------------------- resource limits, then exec
-def limits_argv(memory_mb: int | None, cpu_seconds: int | None, own_uid: bool) -> list[str]:
-    """``python -I sandbox.py --memory-mb N ... --``: sets hard limits, then execs the rest."""
-    argv = [sys.executable, "-I", str(Path(__file__).resolve())]
-    if memory_mb:
-        argv += ["--memory-mb", str(int(memory_mb))]
-    if cpu_seconds:
-        argv += ["--cpu-seconds", str(int(cpu_seconds))]
-    if own_uid:
-        argv.append("--max-processes")
-    return argv + ["--"]
+def data_dir() -> Path:
+    """The grader's course data folder (same rule as :func:`prunekit.data.data_dir`, no torch import)."""
+    return Path(os.environ.get("PRUNEKIT_DATA", Path.home() / ".cache" / "prunekit"))
 
 
-def _set_limits(memory_mb: int | None, cpu_seconds: int | None, max_processes: bool) -> None:
-    limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, MAX_FILE_BYTES)]
-    if cpu_seconds:  # per process: also ends a stray CPU burner
-        limits.append((resource.RLIMIT_CPU, int(cpu_seconds)))
-    if max_processes and hasattr(resource, "RLIMIT_NPROC"):  # counted per uid: only for a leased uid
-        limits.append((resource.RLIMIT_NPROC, MAX_PROCESSES))
-    if memory_mb:
-        limits.append((resource.RLIMIT_AS, int(memory_mb) << 20))
-    for which, value in limits:
-        try:
-            resource.setrlimit(which, (value, value))  # soft = hard: the kernel cannot raise it
-        except (ValueError, OSError) as err:
-            print(f"prunekit sandbox: could not set limit {which}: {err}", file=sys.stderr)
+def data_files() -> list[Path]:
+    """Cached data sets a kernel may read (bound read-only into the box, copied without one):
+    regular files only, each below :data:`~prunekit.grade.limits.MAX_DATA_BYTES`."""
+    folder = data_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and not f.is_symlink() and f.stat().st_size < lim.MAX_DATA_BYTES)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="prunekit sandbox limits")
-    parser.add_argument("--memory-mb", type=int, default=None)
-    parser.add_argument("--cpu-seconds", type=int, default=None)
-    parser.add_argument("--max-processes", action="store_true")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        raise SystemExit("prunekit sandbox: no command to run")
-    _set_limits(args.memory_mb, args.cpu_seconds, args.max_processes)
-    os.execv(command[0], command)
-
-
-if __name__ == "__main__":
-    main()
+def launch_argv(box: Sandbox, group: cgroups.Group | None, memory_mb: int | None, cpu_seconds: int | None,
+                own_uid: bool) -> list[str]:
+    """The launcher's command line (:mod:`.launcher`): join ``group``, set the hard limits."""
+    procs = group.procs_files() if group is not None else []
+    return launcher.argv(procs, memory_mb, cpu_seconds, lim.MAX_PROCESSES if own_uid else None, lim.MAX_FILE_BYTES)
