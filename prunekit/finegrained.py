@@ -179,11 +179,11 @@ def apply_masks(model: nn.Module, sparsities: Mapping[str, float]) -> nn.Module:
     The layer then keeps ``weight_orig`` (a parameter) and ``weight_mask`` (a buffer), and a
     forward pre-hook computes ``weight = weight_orig * weight_mask`` before every call -- so a
     gradient step may change ``weight_orig`` anywhere, yet the masked weights stay zero. That is
-    what makes *masked fine-tuning* work. A layer masked at sparsity 0 is left alone."""
-    for name, s in sparsities.items():
-        if s > 0:
-            layer = model.get_submodule(name)
-            torch_prune.custom_from_mask(layer, "weight", magnitude_mask(layer.weight, s))
+    what makes *masked fine-tuning* work. A layer masked at sparsity 0 is left alone. Every mask
+    is made before the first is attached, so a bad name or sparsity leaves the model unchanged."""
+    masks = {name: magnitude_mask(model.get_submodule(name).weight, s) for name, s in sparsities.items() if s > 0}
+    for name, mask in masks.items():
+        torch_prune.custom_from_mask(model.get_submodule(name), "weight", mask)
     return model
 
 

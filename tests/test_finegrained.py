@@ -111,6 +111,14 @@ def test_allocation_refuses_an_unreachable_target():
     assert fg.allocate({"a": {0.5: 0.9}}, {"a": 10}, keep=1.0, dense_score=1.0) == {"a": 0.0}
 
 
+def test_a_bad_request_leaves_the_model_unchanged():
+    model = small_vgg()
+    for bad in ({"features.1.0": 0.5, "features.3.0": 1.5}, {"features.1.0": 0.5, "features.9.0": 0.5}):
+        with pytest.raises((ValueError, AttributeError)):
+            fg.apply_masks(model, bad)
+        assert not any(hasattr(m, "weight_mask") for m in model.modules()) and fg.kept_share(model) == 1.0
+
+
 def test_global_magnitude_is_one_threshold_over_all_layers():
     model = small_vgg()
     with torch.no_grad():
