@@ -100,7 +100,37 @@ def recalibrate_bn(model, loader, batches=10):
     return model.eval()""",
 }
 
+# task 4 is a prediction (the MACs left after uniform pruning), graded against count_macs within 0.02:
+# two other correct ones -- the (1 - r)^2 rule of thumb, and the per-layer arithmetic as a function --
+EX06_MACS_RULE = {
+    "predicted_macs": """\
+# both widths of every inner conv shrink by (1 - r)
+predicted_macs = {r: (1 - r) ** 2 for r in (0.25, 0.5, 0.75)}""",
+}
+EX06_MACS_COUNTED = {
+    "predicted_macs": """\
+def vgg_macs(widths, size=8, image_channels=1, classes=10):
+    sides = [size, size, size // 2, size // 4]          # max-pools after the 2nd and 3rd block
+    ins = [image_channels, *widths[:-1]]
+    return sum(9 * c_in * c_out * s * s for c_in, c_out, s in zip(ins, widths, sides)) + widths[-1] * classes
+
+
+dense = vgg_macs((16, 32, 64, 64))
+predicted_macs = {}
+for r in (0.25, 0.5, 0.75):
+    predicted_macs[r] = vgg_macs([n - int(r * n) for n in (16, 32, 64, 64)]) / dense""",
+}
+# ... and two wrong ones: MACs taken to fall like the channels (1 - r), and like their cube
+EX06_MACS_LINEAR = {"predicted_macs": "predicted_macs = {0.25: 0.75, 0.5: 0.5, 0.75: 0.25}"}
+EX06_MACS_CUBE = {"predicted_macs": "predicted_macs = {r: (1 - r) ** 3 for r in (0.25, 0.5, 0.75)}"}
+
 VARIANTS_EX06 = {
+    "ex06-macs-rule-of-thumb": Variant(EX06, EX06_MACS_RULE, why="(1 - r)^2: within 0.02 of the measurement"),
+    "ex06-macs-counted": Variant(EX06, EX06_MACS_COUNTED, why="per-layer MACs written out as a function"),
+    "ex06-macs-linear": Variant(EX06, EX06_MACS_LINEAR, lost=("test_predicted_macs",),
+                                why="MACs predicted to fall like the channels, 1 - r"),
+    "ex06-macs-cubed": Variant(EX06, EX06_MACS_CUBE, lost=("test_predicted_macs",), strip_asserts=True,
+                               why="(1 - r)^3 (only recorded once asserts go)"),
     "ex06-by-hand": Variant(EX06, EX06_BY_HAND, why="eval copy, momentum 1/(i+1), deepcopy + slicing, sorted() ratios"),
     "ex06-train-mode-momentum-lost": Variant(
         EX06, EX06_MODES, lost=("test_accuracy", "test_recalibrate_bn"), strip_asserts=True,
