@@ -258,7 +258,18 @@ def remove_heads(attn, heads):
     return new""",
 }
 
+# the remaining heads stacked in reverse: the same function (a permutation of heads), not the stated order
+EX07_REVERSED = {"remove_heads": EX07_NEGATIVE["remove_heads"].replace(
+    "    heads = {h % attn.heads if h < 0 else h for h in heads}\n"
+    "    if any(h >= attn.heads for h in heads)",
+    "    heads = set(heads)\n"
+    "    if any(h >= attn.heads or h < 0 for h in heads)").replace(
+    "keep = [h for h in range(attn.heads) if h not in heads]",
+    "keep = [h for h in reversed(range(attn.heads)) if h not in heads]")}
+
 VARIANTS = {
+    "ex07-heads-reversed": Variant(EX07, EX07_REVERSED, lost=("test_remove_heads",),
+                                   why="remaining heads in reverse order: equal outputs, not the stated order"),
     "ex07-masks-and-log-softmax": Variant(EX07, EX07_MASKS, why="boolean masks; exp(log_softmax), scatter_add"),
     "ex07-state-dict-and-rows": Variant(EX07, EX07_STATE_DICT, why="load_state_dict + index_select; row by row"),
     "ex07-wrong-qkv-layout": Variant(EX07, EX07_WRONG_LAYOUT, lost=("test_head_scores", "test_remove_heads"),

@@ -174,7 +174,45 @@ EX03_CAP_ROUNDED_UP = {
         "n - math.floor(max_ratio * n)", "n - math.ceil(round(max_ratio * n, 6))"),
 }
 
+# a penalty that knows only BatchNorm1d and 2d, and a slim VGG always returned in eval mode
+EX03_NO_BN3D = {
+    "bn_l1_penalty": """\
+def bn_l1_penalty(model, lam):
+    total = torch.tensor(0.0)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+            total = total + m.weight.abs().sum()
+    return lam * total""",
+}
+EX03_ALWAYS_EVAL = {
+    "slim_vgg": """\
+def slim_vgg(model, masks):
+    blocks = [m for m in model.features if isinstance(m, nn.Sequential)]
+    if len(masks) != len(blocks) or any(m.numel() != b[0].out_channels or not m.any() for m, b in zip(masks, blocks)):
+        raise ValueError("one non-empty mask per block, of the block's width")
+    new = copy.deepcopy(model).eval()
+    prev = None
+    for block, mask in zip((m for m in new.features if isinstance(m, nn.Sequential)), masks):
+        idx = mask.nonzero().flatten()
+        conv, bn = block[0], block[1]
+        w = conv.weight.detach()[idx]
+        conv.weight = nn.Parameter((w if prev is None else w[:, prev]).clone())
+        conv.out_channels, conv.in_channels = len(idx), conv.weight.shape[1]
+        for name in ("weight", "bias"):
+            setattr(bn, name, nn.Parameter(getattr(bn, name).detach()[idx].clone()))
+        bn.running_mean, bn.running_var = bn.running_mean[idx].clone(), bn.running_var[idx].clone()
+        bn.num_features = len(idx)
+        prev = idx
+    new.classifier.weight = nn.Parameter(new.classifier.weight.detach()[:, prev].clone())
+    new.classifier.in_features = len(prev)
+    return new""",
+}
+
 VARIANTS_EX03 = {
+    "ex03-no-batchnorm3d": Variant(EX03, EX03_NO_BN3D, lost=("test_bn_l1_penalty",),
+                                   why="BatchNorm3d's gamma left out of the penalty (hidden)"),
+    "ex03-slim-always-eval": Variant(EX03, EX03_ALWAYS_EVAL, lost=("test_slim_vgg",),
+                                     why="the new model is always in eval mode (hidden: a model in train mode)"),
     "ex03-floor-by-losses-loops": Variant(EX03, EX03_FLOOR_BY_LOSSES,
                                           why="floor derived as 'may lose' = min(floor(max_ratio n), n - min_keep)"),
     "ex03-floor-by-fraction": Variant(EX03, EX03_FLOOR_BY_FRACTION,

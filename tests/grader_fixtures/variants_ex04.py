@@ -175,7 +175,23 @@ def consumer_scores(bn, next_layer):
     return consumer, bn.weight.detach().abs() * consumer""",
 }
 
+# the BN-gate scores with their graph attached (gamma and beta not detached)
+EX04_BN_ATTACHED = {
+    "taylor_bn": """\
+def taylor_bn_scores(model, bn, batches):
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(bn.num_features)
+    for x, y in batches:
+        g_gamma, g_beta = torch.autograd.grad(F.cross_entropy(model(x), y), [bn.weight, bn.bias])
+        total = total + (bn.weight * g_gamma + bn.bias * g_beta).abs()
+    model.train(was_training)
+    return total / len(batches)""",
+}
+
 VARIANTS_EX04 = {
+    "ex04-bn-scores-attached": Variant(EX04, EX04_BN_ATTACHED, lost=("test_taylor_bn",),
+                                       why="the BN-gate scores still require grad (hidden)"),
     "ex04-consumer-loop": Variant(EX04, EX04_CONSUMER_LOOP, why="consumer side: a loop over channels, isinstance"),
     "ex04-consumer-einsum": Variant(EX04, EX04_CONSUMER_EINSUM, why="consumer side: einsum over (out, in, positions)"),
     "ex04-consumer-l2": Variant(EX04, EX04_CONSUMER_L2, lost=("test_consumer_scores",),
