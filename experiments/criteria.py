@@ -140,7 +140,7 @@ def taylor_bn_per_image(model: nn.Module, example: Tensor,
     """
     per_bn = bn_gate_taylor(model, batches, per_image=True)
     graph = build_graph(model, example)
-    shares: dict[int, Tensor] = {}
+    shares: dict[str, Tensor] = {}
     for group in graph.prunable_groups():
         total = torch.zeros(group.size)
         for m in group.members:
@@ -149,13 +149,16 @@ def taylor_bn_per_image(model: nn.Module, example: Tensor,
         producers = [m for m in group.members if m.role in PRODUCER_ROLES]
         for m in producers:
             layer = model.get_submodule(m.module)
-            share = shares.setdefault(id(layer), torch.zeros(layer.weight.shape[0]))
+            share = shares.setdefault(m.module, torch.zeros(layer.weight.shape[0]))
             share[m.positions] += total[m.units] / len(producers)
+    # prunekit hands the callable its copy of each layer, so a layer is recognised by its weights
+    weights = {name: model.get_submodule(name).weight.detach() for name in shares}
 
     def score(layer: nn.Module) -> Tensor:
-        if id(layer) not in shares:
-            raise KeyError(f"{type(layer).__name__} is not a producer of this model's prunable groups")
-        return shares[id(layer)]
+        for name, weight in weights.items():
+            if weight.shape == layer.weight.shape and torch.equal(weight, layer.weight.detach()):
+                return shares[name]
+        raise KeyError(f"{type(layer).__name__} is not a producer of this model's prunable groups")
 
     return score
 

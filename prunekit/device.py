@@ -1,6 +1,6 @@
 """Where the work runs: the CPU or a GPU -- chosen once, then inferred everywhere.
 
-The course outline starts with ``device = "cuda" if torch.cuda.is_available() else "cpu"``.
+A course usually starts with ``device = "cuda" if torch.cuda.is_available() else "cpu"``.
 prunekit follows one rule from there on: **a function that is given a model runs on the
 model's device** (the device of its parameters) and moves every batch it reads to it. So you
 move the model once -- ``model.to(DEVICE)`` -- and then train, evaluate, score, prune, measure

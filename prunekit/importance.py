@@ -33,7 +33,9 @@ coupled groups (see :mod:`prunekit.graph`):
   global |gamma| threshold left ``[1, 1, 1, 105]`` channels at 70%).
 
 A custom criterion is any callable ``fn(layer) -> Tensor[out_channels]`` taking a Conv / Linear
-layer; it is summed over the producers of a group exactly like ``l1_norm``. A new *named*
+layer; it is summed over the producers of a group exactly like ``l1_norm``. The layer it is
+given is a copy of yours (the engine never runs or changes your model), so compute the score
+from the layer's weights: a lookup by ``id(layer)`` finds nothing. A new *named*
 criterion is one decorated function (:func:`register`): it receives a :class:`Scoring` (the
 model, its graph, the groups, the data settings) and returns one score per channel of each
 group -- ``prunekit.prune(importance="name")``, the settings check and the list of known

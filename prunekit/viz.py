@@ -1,8 +1,8 @@
 """Plots for the lectures: every figure answers one question a pruning decision depends on.
 
 * :func:`importance_panels` -- *which* channels of one layer go? Scores per channel, coloured
-  kept / removed, and the same scores sorted with the threshold line (the two-panel plot of
-  the course outline, drawn from what was actually removed, not from a guessed median).
+  kept / removed, and the same scores sorted with the threshold line (the usual two-panel plot,
+  drawn from what was actually removed, not from a guessed median).
 * :func:`gamma_histograms` -- *did network slimming work?* |gamma| of every BatchNorm channel,
   on a log axis, for several models side by side (Liu et al., 2017, Fig. 4 in spirit).
 * :func:`channel_counts` -- *where* did a global threshold cut? Surviving channels per layer.

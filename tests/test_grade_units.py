@@ -114,6 +114,20 @@ def test_exercise_has_no_answers_no_hidden_tests_no_outputs():
     assert solution.cells[2].execution_count == 7  # the input is not modified
 
 
+def test_exercise_runs_past_unfinished_tasks_and_hides_nbval_markers():
+    """Run All must reach every visible test: unfinished tasks raise, and the run goes on."""
+    from nbclient import NotebookClient
+
+    solution = tiny.tiny_solution()
+    solution.cells[-1].source = "# NBVAL_CHECK_OUTPUT\n" + solution.cells[-1].source
+    exercise = make_exercise(solution)
+    assert "NBVAL" not in render(exercise)
+    NotebookClient(exercise, timeout=60, kernel_name="python3").execute()  # no CellExecutionError
+    ran = [c for c in exercise.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in ran), "a cell after the first unfinished task never ran"
+    assert any(o.get("ename") == "NotImplementedError" for c in ran for o in c.outputs)
+
+
 def test_markers_outside_solution_cells_are_refused():
     nb = tiny.tiny_solution()
     nb.cells[1].source += "\n### BEGIN SOLUTION\nsecret = 1\n### END SOLUTION"

@@ -7,7 +7,12 @@
   a solution cell with no markers is replaced as a whole;
 * hidden tests disappear from test cells (the grader still runs them: it takes every test from
   the solution notebook, never from the submission);
-* outputs, execution counts and run timestamps are cleared.
+* outputs, execution counts and run timestamps are cleared;
+* nbval's markers (``# NBVAL_CHECK_OUTPUT`` ...) leave the student's cells: they are for the
+  instructor's test run, not for the student;
+* solution and test cells are tagged ``raises-exception``: an unfinished task raises, and
+  "Run All" (JupyterLab, classic Notebook, nbclient) then goes on to the later cells, so every
+  visible test a student has already earned still runs.
 
 The output is a pure function of the input: running the generator twice gives byte-identical
 files, so ``--check`` (and a unit test) can tell when ``exercises/`` is out of date.
@@ -18,12 +23,16 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import re
 import sys
 from pathlib import Path
 
 import nbformat
 
 from . import cells
+
+NBVAL_MARKER = re.compile(r"^[ \t]*# *NBVAL_[A-Z_]+[ \t]*\n?", re.MULTILINE)
+KEEP_RUNNING_TAG = "raises-exception"
 
 VOLATILE_CELL_METADATA = ("execution", "collapsed", "scrolled", "ExecuteTime")
 
@@ -53,6 +62,12 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def _rewrite(cell: nbformat.NotebookNode) -> None:
     kind = cells.kind(cell)
+    if cell.cell_type == "code":
+        cell.source = NBVAL_MARKER.sub("", cell.source)
+        if kind in ("solution", "test"):
+            tags = cell.metadata.setdefault("tags", [])
+            if KEEP_RUNNING_TAG not in tags:
+                tags.append(KEEP_RUNNING_TAG)
     if kind == "solution":
         cell.source = cells.strip_solution(cell.source, markdown=cell.cell_type == "markdown")
         return
