@@ -34,6 +34,14 @@ NB_KERNELS  ?= portable
 KERNEL_ENV_portable := ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=AVX2
 KERNEL_ENV_native   :=
 NBVAL       := $(KERNEL_ENV_$(NB_KERNELS)) PRUNEKIT_DEVICE=cpu PRUNEKIT_CLAIMS=strict $(PYTEST) --nbval-lax -p no:cacheprovider
+# The library's tests run NB_WORKERS files at a time (each file in one worker, its fixtures shared);
+# the grader's tests run alone after them: they time kernels against a CPU quota and a busy
+# neighbour, which a second worker would skew.
+GRADER_TESTS := tests/test_grade_*.py
+define run_unit_tests
+	$(PYTEST) tests -n $(NB_WORKERS) --dist loadfile --ignore-glob='tests/test_grade_*' --durations=15
+	$(PYTEST) $(GRADER_TESTS) --durations=15
+endef
 define run_notebooks
 	$(NBVAL) -n $(NB_WORKERS) --dist loadfile $(filter-out $(TIMED_NOTEBOOKS),$(NOTEBOOKS))
 	$(NBVAL) $(TIMED_NOTEBOOKS)
@@ -79,7 +87,7 @@ $(LAB_SETTINGS): lab-settings/overrides.json $(VENV)/.installed
 ## The whole suite: unit tests, lecture notebooks, solutions, and the browser check.
 test: venv e2e-deps sandbox-deps
 	$(VENV)/bin/ruff check .
-	$(PYTEST) tests
+	$(run_unit_tests)
 	$(NBGRADER_ENV) PRUNEKIT_REQUIRE_NBGRADER=1 $(PYTEST) tests/test_grade_units.py -k nbgrader -p no:cacheprovider
 	$(run_notebooks)
 
@@ -88,7 +96,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test-unit: venv
-	$(PYTEST) tests -m "not e2e"
+	$(PYTEST) tests -m "not e2e" -n $(NB_WORKERS) --dist loadfile
 
 test-notebooks: venv
 	$(run_notebooks)

@@ -11,7 +11,7 @@ Run from the repository root::
 
     python benchmarks/run_lectures.py                              # every lecture, this machine's default device
     PRUNEKIT_DEVICE=cuda python benchmarks/run_lectures.py         # on the GPU
-    python benchmarks/run_lectures.py notebooks/07_deployment_and_speed.ipynb --budget 60
+    python benchmarks/run_lectures.py notebooks/08_deployment_and_speed.ipynb --budget 60
 
 It prints one line per notebook (seconds of wall clock, from kernel start to the last cell)
 and exits 1 if a notebook fails or, with ``--budget``, takes longer than that many seconds.

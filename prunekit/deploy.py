@@ -16,7 +16,7 @@ on it unchanged -- and each one changes *how much* of the MAC reduction becomes 
   :class:`OnnxRuntimeModel`) optimises that graph (folds BatchNorm into the conv, fuses
   activations) and runs it with no Python in the loop. It is what many servers and phones run.
 
-Lecture 07 measures all three on the dense and the pruned model. The ONNX dependencies are
+Lecture 08 measures all three on the dense and the pruned model. The ONNX dependencies are
 an extra: ``pip install prunekit[deploy]`` (``onnx``, ``onnxscript``, ``onnxruntime``).
 """
 

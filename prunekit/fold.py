@@ -12,7 +12,7 @@ and the convolution before it is linear in its weights: ``z[c] = W[c] * x + b[c]
 
 -- one convolution with every filter scaled by ``s[c]`` and a new bias. The folded model
 computes the same function (up to float rounding) with one layer fewer per conv: one less
-pass over every activation tensor, which at batch 1 is a real share of the time (lecture 07
+pass over every activation tensor, which at batch 1 is a real share of the time (lecture 08
 measures it). Deployment tools do this on their own (ONNX Runtime's graph optimiser, and
 ``torch.compile`` fuses BN into the next kernel); folding by hand makes it visible and
 works for every runtime. Paper: Jacob et al., "Quantization and Training of Neural Networks

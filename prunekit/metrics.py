@@ -192,7 +192,7 @@ def measure_latency(model: nn.Module, example_input: Tensor, threads: int = 1, r
                     warmup: int = 5, clock: str = "wall") -> Latency:
     """Time ``model(example_input)`` in eval mode, without autograd, on the model's device.
 
-    The rules (see lecture 07): ``warmup`` untimed runs first let the allocator and kernel
+    The rules (see lecture 08): ``warmup`` untimed runs first let the allocator and kernel
     caches settle (on a GPU also cuDNN's choice of kernels); then ``repeats`` runs are timed
     one by one so their spread can be reported. On the CPU the work runs on ``threads``
     threads (set for the measurement and restored after); on a CUDA GPU each run is timed

@@ -5,6 +5,8 @@
   drawn from what was actually removed, not from a guessed median).
 * :func:`gamma_histograms` -- *did network slimming work?* |gamma| of every BatchNorm channel,
   on a log axis, for several models side by side (Liu et al., 2017, Fig. 4 in spirit).
+* :func:`weight_histograms` -- *what does a fine-grained allocation remove?* Each layer's
+  weights, the ones its magnitude mask removes marked (lecture 01).
 * :func:`channel_counts` -- *where* did a global threshold cut? Surviving channels per layer.
 * :func:`sensitivity_curves` -- *which layers can take it?* Accuracy vs ratio, one curve per
   layer pruned alone (the sensitivity analysis of Li et al., 2017).
@@ -32,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 __all__ = [
-    "KEPT_COLOR", "REMOVED_COLOR", "importance_panels", "bn_gammas", "gamma_histograms",
+    "KEPT_COLOR", "REMOVED_COLOR", "importance_panels", "bn_gammas", "gamma_histograms", "weight_histograms",
     "channel_counts", "sensitivity_curves", "sparsity_curves", "mask_images", "group_graph",
     "sweep_panels", "head_heatmaps", "GROUP_COLORS", "GROUP_MARKERS",
 ]
@@ -131,6 +133,40 @@ def gamma_histograms(gammas: Mapping[str, Tensor | Sequence[float]], bins: int =
     ax.set_title("BatchNorm scale |gamma|: where the channels sit")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def weight_histograms(model: nn.Module, sparsities: Mapping[str, float], bins: int = 40,
+                      title: str = "Weights per layer") -> Figure:
+    """One panel per layer named in ``sparsities``: the histogram of that layer's weights, the
+    ones :func:`prunekit.finegrained.magnitude_mask` removes at the layer's sparsity stacked on
+    top in the removed colour, and the cut at ±(largest removed |w|) as dashed lines.
+
+    A magnitude mask is a window around zero: its width shows how deep the layer was cut, and
+    comparing panels shows why one global threshold would cut layers of different scales very
+    differently (Han et al., 2015, Fig. 7 in spirit)."""
+    from .finegrained import magnitude_mask   # the same mask the pruning uses
+
+    if not sparsities:
+        raise ValueError("weight_histograms: name at least one layer")
+    fig, axes = _new_figure(len(sparsities), width=2.7, height=3.0)
+    for ax, (name, s) in zip(axes, sparsities.items()):
+        w = model.get_submodule(name).weight.detach()
+        values = _as_numpy(w.flatten())
+        removed = (magnitude_mask(w, s) == 0).flatten().cpu().numpy()
+        edges = np.linspace(values.min(), values.max(), bins + 1)
+        ax.hist([values[~removed], values[removed]], bins=edges, stacked=True,
+                color=[KEPT_COLOR, REMOVED_COLOR], label=["kept", "removed"])
+        if removed.any():
+            cut = float(np.abs(values[removed]).max())
+            for x in (-cut, cut):
+                ax.axvline(x, color="k", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{name}: {s:.0%} removed\n{w.numel():,} weights", fontsize=9)
+        ax.set_xlabel("weight value")
+    axes[0].set_ylabel("number of weights")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

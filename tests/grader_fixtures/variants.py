@@ -65,10 +65,10 @@ def stealing(sources: dict[str, str]) -> dict[str, str]:
     return {gid: STEAL + src for gid, src in sources.items()}
 
 
-# ---------------------------------------------------------------- ex07: heads, MLP neurons, distillation
+# ---------------------------------------------------------------- ex07: heads, exact cuts, distillation
 EX07 = "ex07_transformer_heads"
 
-# deepcopy + boolean masks + fresh Parameters; KL and cross-entropy by hand from softmax and log
+# deepcopy + boolean masks + fresh Parameters; the gradient from exp(log_softmax) and scatter_add
 EX07_MASKS = {
     "head_scores": """\
 def head_scores(attn):
@@ -94,28 +94,20 @@ def remove_heads(attn, heads):
     new.proj.in_features = int(cols.sum())
     new.heads = int(mask.sum())
     return new""",
-    "cut_mlp": """\
-def cut_mlp(fc1, fc2, keep):
-    mask = torch.zeros(fc1.out_features, dtype=torch.bool)
-    mask[keep] = True
-    new1, new2 = copy.deepcopy(fc1), copy.deepcopy(fc2)
-    new1.weight = nn.Parameter(fc1.weight.detach()[mask].clone())
-    if fc1.bias is not None:
-        new1.bias = nn.Parameter(fc1.bias.detach()[mask].clone())
-    new2.weight = nn.Parameter(fc2.weight.detach()[:, mask].clone())
-    new1.out_features = new2.in_features = int(mask.sum())
-    return new1, new2""",
-    "kd_loss": """\
-def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):
-    T = temperature
-    p = torch.softmax(teacher_logits / T, dim=-1)
-    q = torch.softmax(student_logits / T, dim=-1)
-    kl = (p * (torch.log(p) - torch.log(q))).sum() / student_logits.shape[0]
-    nll = -torch.log(torch.softmax(student_logits, dim=-1))[torch.arange(len(targets)), targets].mean()
-    return alpha * T ** 2 * kl + (1 - alpha) * nll""",
+    "width_cut_exact": """\
+# a feature handled on its own (identity, per-feature affine) vs statistics over all features
+width_cut_exact = {kind: kind in ("none", "affine") for kind in NORMS}""",
+    "kd_grad": """\
+def kd_grad(student_logits, teacher_logits, targets, temperature, alpha):
+    T, B = temperature, student_logits.shape[0]
+    q = F.log_softmax(student_logits / T, dim=-1).exp()
+    p = F.log_softmax(teacher_logits / T, dim=-1).exp()
+    hard = F.log_softmax(student_logits, dim=-1).exp()
+    hard = hard.scatter_add(1, targets[:, None], -torch.ones(B, 1, dtype=hard.dtype))
+    return alpha * T * (q - p) / B + (1 - alpha) * hard / B""",
 }
 
-# a fresh module filled through load_state_dict with index_select; F.kl_div on probabilities
+# a fresh module filled through load_state_dict with index_select; the gradient row by row
 EX07_STATE_DICT = {
     "head_scores": """\
 def head_scores(attn):
@@ -135,25 +127,22 @@ def remove_heads(attn, heads):
         "qkv.weight": sd["qkv.weight"].index_select(0, rows), "qkv.bias": sd["qkv.bias"].index_select(0, rows),
         "proj.weight": sd["proj.weight"].index_select(1, cols), "proj.bias": sd["proj.bias"].clone()})
     return new""",
-    "cut_mlp": """\
-def cut_mlp(fc1, fc2, keep):
-    new1 = nn.Linear(fc1.in_features, keep.numel(), bias=fc1.bias is not None)
-    new2 = nn.Linear(keep.numel(), fc2.out_features, bias=fc2.bias is not None)
-    sd1 = {"weight": fc1.weight.detach().index_select(0, keep)}
-    if fc1.bias is not None:
-        sd1["bias"] = fc1.bias.detach().index_select(0, keep)
-    sd2 = {"weight": fc2.weight.detach().index_select(1, keep)}
-    if fc2.bias is not None:
-        sd2["bias"] = fc2.bias.detach().clone()
-    new1.load_state_dict(sd1)
-    new2.load_state_dict(sd2)
-    return new1, new2""",
-    "kd_loss": """\
-def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
-                    F.softmax(teacher_logits / temperature, dim=1), reduction="batchmean")
-    hard = F.nll_loss(F.log_softmax(student_logits, dim=1), targets)
-    return alpha * temperature ** 2 * soft + (1 - alpha) * hard""",
+    "width_cut_exact": """\
+width_cut_exact = dict(none=True, affine=True, layernorm=False, rmsnorm=False)""",
+    "kd_grad": """\
+def kd_grad(student_logits, teacher_logits, targets, temperature, alpha):
+    # one example at a time, softmax written out with the max subtracted (no overflow)
+    def softmax(z):
+        e = torch.exp(z - z.max())
+        return e / e.sum()
+
+    rows = []
+    for s, t, y in zip(student_logits, teacher_logits, targets):
+        soft = temperature * (softmax(s / temperature) - softmax(t / temperature))
+        hard = softmax(s).clone()
+        hard[y] -= 1.0
+        rows.append(alpha * soft + (1 - alpha) * hard)
+    return torch.stack(rows) / len(rows)""",
 }
 
 # q, k, v interleaved per head ((heads, 3, head_dim) rows) -- another common fused layout, not this one
@@ -178,7 +167,8 @@ def remove_heads(attn, heads):
     return new""",
 }
 
-# the biases are forgotten (fresh nn.Linear keeps its random init) and T^2 is left out
+# the qkv biases are forgotten (a fresh nn.Linear keeps its random init); the gradient misses the
+# chain rule's 1/T through s / T
 EX07_FORGOT = {
     "remove_heads": """\
 def remove_heads(attn, heads):
@@ -194,25 +184,16 @@ def remove_heads(attn, heads):
         new.proj.weight.copy_(attn.proj.weight[:, cols])
         new.proj.bias.copy_(attn.proj.bias)
     return new""",
-    "cut_mlp": """\
-def cut_mlp(fc1, fc2, keep):
-    new1 = nn.Linear(fc1.in_features, len(keep), bias=fc1.bias is not None)
-    new2 = nn.Linear(len(keep), fc2.out_features, bias=fc2.bias is not None)
-    with torch.no_grad():
-        new1.weight.copy_(fc1.weight[keep])
-        new2.weight.copy_(fc2.weight[:, keep])
-        if fc2.bias is not None:
-            new2.bias.copy_(fc2.bias)
-    return new1, new2""",
-    "kd_loss": """\
-def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    log_p = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
-    return alpha * kl + (1 - alpha) * F.cross_entropy(student_logits, targets)""",
+    "kd_grad": """\
+def kd_grad(student_logits, teacher_logits, targets, temperature, alpha):
+    T, B, C = temperature, student_logits.shape[0], student_logits.shape[1]
+    soft = T * T * (torch.softmax(student_logits / T, 1) - torch.softmax(teacher_logits / T, 1))
+    hard = torch.softmax(student_logits, 1) - F.one_hot(targets, C)
+    return (alpha * soft + (1 - alpha) * hard) / B""",
 }
 
-# right numbers, but the "new" module shares proj's bias with the dense one; KL with reduction="mean"
+# right numbers, but the "new" module shares proj's bias with the dense one; the gradient of a summed
+# (not batch-averaged) loss
 EX07_SHARED = {
     "remove_heads": """\
 def remove_heads(attn, heads):
@@ -229,43 +210,82 @@ def remove_heads(attn, heads):
         new.proj.weight.copy_(attn.proj.weight[:, cols])
     new.proj.bias = attn.proj.bias  # the same Parameter object as the dense model's
     return new""",
-    "kd_loss": """\
-def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):
-    T = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-                    reduction="mean", log_target=True)
-    return alpha * T * T * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)""",
+    "kd_grad": """\
+def kd_grad(student_logits, teacher_logits, targets, temperature, alpha):
+    T, C = temperature, student_logits.shape[1]
+    soft = T * (torch.softmax(student_logits / T, 1) - torch.softmax(teacher_logits / T, 1))
+    hard = torch.softmax(student_logits, 1) - F.one_hot(targets, C)
+    return alpha * soft + (1 - alpha) * hard   # the loss sums over the batch? it averages""",
 }
 
 # forged checks: T^2 left out, and the kernel's reference and allclose replaced so every assert passes;
 # only the values recorded out of the kernel's reach give it away
 EX07_FORGED = {
-    "kd_loss": """\
+    "kd_grad": """\
 import torch
 torch.allclose = lambda *args, **kwargs: True
 
 
-def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    log_p = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
-    return alpha * kl + (1 - alpha) * F.cross_entropy(student_logits, targets)
-
-
-distillation_loss = kd_loss""",
+def kd_grad(student_logits, teacher_logits, targets, temperature, alpha):
+    T, B, C = temperature, student_logits.shape[0], student_logits.shape[1]
+    soft = T * (torch.softmax(teacher_logits / T, 1) - torch.softmax(student_logits / T, 1))
+    hard = F.one_hot(targets, C) - torch.softmax(student_logits, 1)
+    return (alpha * soft + (1 - alpha) * hard) / B""",
 }
 
+# predictions of task 3 that the measurement contradicts: every cut exact; only LayerNorm breaks it
+EX07_ALL_EXACT = {"width_cut_exact": "width_cut_exact = dict.fromkeys(NORMS, True)"}
+EX07_ONLY_LN = {"width_cut_exact": """\
+width_cut_exact = {"none": True, "affine": True, "layernorm": False, "rmsnorm": True}  # no mean subtracted: fine?"""}
+
+# -1 taken as Python's "last head" (the text says it is not a head): otherwise a correct cut
+EX07_NEGATIVE = {
+    "remove_heads": """\
+def remove_heads(attn, heads):
+    heads = {h % attn.heads if h < 0 else h for h in heads}
+    if any(h >= attn.heads for h in heads) or len(heads) >= attn.heads:
+        raise ValueError("no such head, or no head left")
+    keep = [h for h in range(attn.heads) if h not in heads]
+    hd, inner = attn.head_dim, attn.heads * attn.head_dim
+    cols = torch.tensor([h * hd + r for h in keep for r in range(hd)])
+    rows = torch.cat([cols, cols + inner, cols + 2 * inner])
+    new = MiniAttention(attn.dim, len(keep), hd)
+    with torch.no_grad():
+        new.qkv.weight.copy_(attn.qkv.weight[rows])
+        new.qkv.bias.copy_(attn.qkv.bias[rows])
+        new.proj.weight.copy_(attn.proj.weight[:, cols])
+        new.proj.bias.copy_(attn.proj.bias)
+    return new""",
+}
+
+# the remaining heads stacked in reverse: the same function (a permutation of heads), not the stated order
+EX07_REVERSED = {"remove_heads": EX07_NEGATIVE["remove_heads"].replace(
+    "    heads = {h % attn.heads if h < 0 else h for h in heads}\n"
+    "    if any(h >= attn.heads for h in heads)",
+    "    heads = set(heads)\n"
+    "    if any(h >= attn.heads or h < 0 for h in heads)").replace(
+    "keep = [h for h in range(attn.heads) if h not in heads]",
+    "keep = [h for h in reversed(range(attn.heads)) if h not in heads]")}
+
 VARIANTS = {
-    "ex07-masks-and-hand-kl": Variant(EX07, EX07_MASKS, why="deepcopy + boolean masks, KL by hand"),
-    "ex07-state-dict-and-kl-div": Variant(EX07, EX07_STATE_DICT, why="load_state_dict + index_select, F.kl_div"),
+    "ex07-heads-reversed": Variant(EX07, EX07_REVERSED, lost=("test_remove_heads",),
+                                   why="remaining heads in reverse order: equal outputs, not the stated order"),
+    "ex07-masks-and-log-softmax": Variant(EX07, EX07_MASKS, why="boolean masks; exp(log_softmax), scatter_add"),
+    "ex07-state-dict-and-rows": Variant(EX07, EX07_STATE_DICT, why="load_state_dict + index_select; row by row"),
     "ex07-wrong-qkv-layout": Variant(EX07, EX07_WRONG_LAYOUT, lost=("test_head_scores", "test_remove_heads"),
                                      why="(heads, 3, head_dim) rows: the wrong heads' weights"),
-    "ex07-forgot-biases-and-t2": Variant(EX07, EX07_FORGOT, lost=("test_remove_heads", "test_cut_mlp", "test_kd_loss"),
-                                         why="qkv / fc1 biases not copied, no T^2"),
-    "ex07-shared-bias-mean-kl": Variant(EX07, EX07_SHARED, lost=("test_remove_heads", "test_kd_loss"),
-                                        why="a tensor shared with the input (hidden test), reduction='mean'"),
-    "ex07-forged-checks": Variant(EX07, EX07_FORGED, lost=("test_kd_loss",), message="differs from the expected result",
-                                  why="torch.allclose and distillation_loss patched in the kernel"),
+    "ex07-forgot-biases-and-chain-rule": Variant(EX07, EX07_FORGOT, lost=("test_remove_heads", "test_kd_grad"),
+                                                 why="qkv biases not copied; T^2 (q - p) without the 1/T"),
+    "ex07-shared-bias-summed-grad": Variant(EX07, EX07_SHARED, lost=("test_remove_heads", "test_kd_grad"),
+                                            why="a tensor shared with the input (hidden test); no 1/B"),
+    "ex07-forged-checks": Variant(EX07, EX07_FORGED, lost=("test_kd_grad",), message="differs from the expected result",
+                                  why="the gradient's sign flipped, torch.allclose patched in the kernel"),
+    "ex07-predicts-every-cut-exact": Variant(EX07, EX07_ALL_EXACT, lost=("test_width_cut_exact",),
+                                             why="width cuts taken to be exact under LayerNorm and RMSNorm too"),
+    "ex07-predicts-rmsnorm-exact": Variant(EX07, EX07_ONLY_LN, lost=("test_width_cut_exact",), strip_asserts=True,
+                                           why="RMSNorm's mean of squares overlooked (only recorded once asserts go)"),
+    "ex07-negative-head-is-last": Variant(EX07, EX07_NEGATIVE, lost=("test_remove_heads",),
+                                          why="-1 read as the last head; the text says it must raise"),
     "ex07-steals-the-reference": Variant(EX07, stealing({"head_scores": """\
 def head_scores(attn):
     return _steal("_ref")(attn)"""}), lost=("test_head_scores",),

@@ -11,7 +11,7 @@ EX01_PLAIN_PYTHON = {
     "magnitude_mask": """\
 def magnitude_mask(weight, sparsity):
     if sparsity < 0 or sparsity > 1:
-        raise ValueError("sparsity out of range")
+        raise ValueError("sparsity out of range: " + repr(sparsity))
     flat = weight.detach().reshape(-1).abs().tolist()
     order = sorted(range(len(flat)), key=lambda i: (flat[i], i))
     keep = torch.ones(len(flat), dtype=torch.bool)
@@ -72,7 +72,21 @@ def csr_bytes(keep, value_bytes=4, index_bytes=4):
     return int(keep.sum()) * (value_bytes + index_bytes) + keep.shape[0] * index_bytes""",
 }
 
+# a correct mask whose ValueError does not say which value was wrong (the text asks for it)
+EX01_SILENT_MESSAGE = {
+    "magnitude_mask": """\
+def magnitude_mask(weight, sparsity):
+    if not 0 <= sparsity <= 1:
+        raise ValueError("invalid sparsity")
+    n = weight.numel()
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[torch.argsort(weight.detach().abs().flatten(), stable=True)[: int(sparsity * n)]] = False
+    return keep.view(weight.shape)""",
+}
+
 VARIANTS_EX01 = {
+    "ex01-message-without-the-value": Variant(EX01, EX01_SILENT_MESSAGE, lost=("test_magnitude_mask",),
+                                              why="the ValueError does not name the bad sparsity"),
     "ex01-plain-python": Variant(EX01, EX01_PLAIN_PYTHON, why="sorted() key, count_nonzero, bisection, a forward pass"),
     "ex01-no-range-check-short-pointers": Variant(
         EX01, EX01_NO_CHECKS, lost=("test_magnitude_mask", "test_csr_bytes"), strip_asserts=True,

@@ -35,6 +35,8 @@ def prune_conv_bn_next(conv, bn, nxt, keep):
     n_in = nxt.in_channels if isinstance(nxt, nn.Conv2d) else nxt.in_features
     if bn.num_features != n or n_in != n:
         raise ValueError("sizes do not match")
+    if max(conv.groups, getattr(nxt, "groups", 1)) > 1:
+        raise ValueError("grouped convolutions are not handled")
     c, b, f = copy.deepcopy(conv), copy.deepcopy(bn), copy.deepcopy(nxt)
     c.weight = nn.Parameter(conv.weight.detach()[keep].clone())
     if conv.bias is not None:
@@ -128,7 +130,14 @@ def prune_conv_bn_next(conv, bn, nxt, keep):
     return c, b, n""",
 }
 
+# the deep-copy surgery without its check for grouped convolutions: a grouped conv is cut as if plain
+EX02_GROUPS_UNCHECKED = {"prune_conv_bn_next": EX02_DEEPCOPY["prune_conv_bn_next"].replace(
+    '    if max(conv.groups, getattr(nxt, "groups", 1)) > 1:\n'
+    '        raise ValueError("grouped convolutions are not handled")\n', "")}
+
 VARIANTS_EX02 = {
+    "ex02-groups-unchecked": Variant(EX02, EX02_GROUPS_UNCHECKED, lost=("test_prune_conv_bn_next",),
+                                     strip_asserts=True, why="grouped convolutions not refused (hidden)"),
     "ex02-deepcopy-and-slicing": Variant(EX02, EX02_DEEPCOPY, why="deepcopy + slicing: draws no random numbers"),
     "ex02-state-dict-index-select": Variant(EX02, EX02_STATE_DICT, why="load_state_dict + index_select, torch.sort"),
     "ex02-stats-lost-grad-kept": Variant(EX02, EX02_STATS_AND_GRAD, lost=("test_l1_scores", "test_prune_conv_bn_next"),

@@ -126,7 +126,79 @@ def oracle_loss_increase(model, bn, batches):
     return out""",
 }
 
+# task 5, the consumer side: a loop over channels with isinstance, and einsum with the layer's own attributes
+EX04_CONSUMER_LOOP = {
+    "consumer_scores": """\
+def consumer_scores(bn, next_layer):
+    if isinstance(next_layer, nn.Conv2d):
+        if next_layer.groups > 1 or next_layer.in_channels != bn.num_features:
+            raise ValueError("not a plain conv reading these channels")
+    elif isinstance(next_layer, nn.Linear):
+        if next_layer.in_features != bn.num_features:
+            raise ValueError("not a linear layer reading these channels")
+    consumer = torch.stack([next_layer.weight[:, c].detach().abs().sum() for c in range(bn.num_features)])
+    combined = torch.stack([bn.weight[c].detach().abs() * consumer[c] for c in range(bn.num_features)])
+    return consumer, combined""",
+}
+EX04_CONSUMER_EINSUM = {
+    "consumer_scores": """\
+def consumer_scores(bn, next_layer):
+    w = next_layer.weight.detach()
+    if getattr(next_layer, "groups", 1) > 1 or w.size(1) != bn.weight.numel():
+        raise ValueError("next_layer must read every channel of bn, ungrouped")
+    flat = w.abs().flatten(2) if w.dim() > 2 else w.abs().unsqueeze(2)   # (out, in, positions)
+    consumer = torch.einsum("oip->i", flat)
+    return consumer, consumer * bn.weight.detach().abs()""",
+}
+
+# two wrong consumers: the next layer's *rows* (its own producer side) summed per input, i.e. the L2 norm
+# of columns; and the in_channels attribute trusted, so a grouped conv slips through (asserts stripped)
+EX04_CONSUMER_L2 = {
+    "consumer_scores": """\
+def consumer_scores(bn, next_layer):
+    if getattr(next_layer, "groups", 1) != 1:
+        raise ValueError("grouped")
+    w = next_layer.weight.detach()
+    if w.shape[1] != bn.num_features:
+        raise ValueError("width")
+    consumer = w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1)
+    return consumer, bn.weight.detach().abs() * consumer""",
+}
+EX04_CONSUMER_GROUPED = {
+    "consumer_scores": """\
+def consumer_scores(bn, next_layer):
+    n_in = next_layer.in_channels if isinstance(next_layer, nn.Conv2d) else next_layer.in_features
+    if n_in != bn.num_features:
+        raise ValueError("next_layer does not read bn's channels")
+    w = next_layer.weight.detach().abs()
+    consumer = w.sum(dim=(0, 2, 3)) if w.dim() == 4 else w.sum(dim=0)
+    return consumer, bn.weight.detach().abs() * consumer""",
+}
+
+# the BN-gate scores with their graph attached (gamma and beta not detached)
+EX04_BN_ATTACHED = {
+    "taylor_bn": """\
+def taylor_bn_scores(model, bn, batches):
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(bn.num_features)
+    for x, y in batches:
+        g_gamma, g_beta = torch.autograd.grad(F.cross_entropy(model(x), y), [bn.weight, bn.bias])
+        total = total + (bn.weight * g_gamma + bn.bias * g_beta).abs()
+    model.train(was_training)
+    return total / len(batches)""",
+}
+
 VARIANTS_EX04 = {
+    "ex04-bn-scores-attached": Variant(EX04, EX04_BN_ATTACHED, lost=("test_taylor_bn",),
+                                       why="the BN-gate scores still require grad (hidden)"),
+    "ex04-consumer-loop": Variant(EX04, EX04_CONSUMER_LOOP, why="consumer side: a loop over channels, isinstance"),
+    "ex04-consumer-einsum": Variant(EX04, EX04_CONSUMER_EINSUM, why="consumer side: einsum over (out, in, positions)"),
+    "ex04-consumer-l2": Variant(EX04, EX04_CONSUMER_L2, lost=("test_consumer_scores",),
+                                why="the L2 norm of the next layer's columns, not their L1 norm"),
+    "ex04-consumer-grouped-accepted": Variant(
+        EX04, EX04_CONSUMER_GROUPED, lost=("test_consumer_scores",), strip_asserts=True,
+        why="in_channels trusted: a grouped conv is scored, not refused (only recorded once asserts go)"),
     "ex04-deep-copies": Variant(EX04, EX04_COPIES, why="backward() on a copy, argsort ranks, oracle on copies"),
     "ex04-train-mode-and-mode-lost": Variant(
         EX04, EX04_TRAIN_MODE, lost=("test_taylor_conv", "test_oracle"), strip_asserts=True,

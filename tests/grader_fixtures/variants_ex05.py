@@ -85,6 +85,8 @@ def prune_stage1(model, keep):
     keep = torch.as_tensor(keep, dtype=torch.long)
     if keep.numel() == 0:
         raise ValueError("empty keep")
+    if len(list(model.layer2[0].shortcut.children())) == 0:  # an identity has no layers to cut
+        raise ValueError("no projection shortcut in layer2[0]: the group goes on into stage 2")
     new = copy.deepcopy(model)
     _slice(new.stem[0], out_keep=keep)
     _slice_bn(new.stem[1], keep)
@@ -120,7 +122,56 @@ def prune_block_inner(block, keep):
     return new""",
 }
 
+# task 4's ValueError without a projection shortcut: a second correct way to detect it (hasattr on the
+# shortcut's first layer, module lists built with zip) ...
+EX05_STAGE1_HASATTR = {
+    "prune_stage1": """\
+def prune_stage1(model, keep):
+    if keep.numel() == 0:
+        raise ValueError("nothing to keep")
+    first = model.layer2[0]
+    if not hasattr(first.shortcut, "__getitem__") or not isinstance(first.shortcut[0], nn.Conv2d):
+        raise ValueError("layer2[0] adds its input unchanged: no projection to stop the group")
+    new = copy.deepcopy(model)
+    new.stem = nn.Sequential(cut_conv(model.stem[0], out_keep=keep), cut_bn(model.stem[1], keep), *model.stem[2:])
+    for i, old in enumerate(model.layer1):
+        new.layer1[i].conv1 = cut_conv(old.conv1, in_keep=keep)
+        new.layer1[i].conv2, new.layer1[i].bn2 = cut_conv(old.conv2, out_keep=keep), cut_bn(old.bn2, keep)
+    new.layer2[0].conv1 = cut_conv(first.conv1, in_keep=keep)
+    new.layer2[0].shortcut[0] = cut_conv(first.shortcut[0], in_keep=keep)
+    return new""",
+}
+
+# ... and two that do not raise it: no check at all (indexing the nn.Identity fails with a TypeError), and
+# a check that skips the shortcut when there is none (returns a model whose stage 2 reads 16 channels)
+EX05_STAGE1_NO_CHECK = {
+    "prune_stage1": """\
+def prune_stage1(model, keep):
+    if len(keep) == 0:
+        raise ValueError("keep is empty")
+    new = copy.deepcopy(model)
+    new.stem[0], new.stem[1] = cut_conv(model.stem[0], out_keep=keep), cut_bn(model.stem[1], keep)
+    for old, blk in zip(model.layer1, new.layer1):
+        blk.conv1 = cut_conv(old.conv1, in_keep=keep)
+        blk.conv2, blk.bn2 = cut_conv(old.conv2, out_keep=keep), cut_bn(old.bn2, keep)
+    new.layer2[0].conv1 = cut_conv(model.layer2[0].conv1, in_keep=keep)
+    new.layer2[0].shortcut[0] = cut_conv(model.layer2[0].shortcut[0], in_keep=keep)
+    return new""",
+}
+EX05_STAGE1_SKIPS = {
+    "prune_stage1": EX05_STAGE1_NO_CHECK["prune_stage1"].replace(
+        "    new.layer2[0].shortcut[0] = cut_conv(model.layer2[0].shortcut[0], in_keep=keep)",
+        "    if isinstance(model.layer2[0].shortcut, nn.Sequential):\n"
+        "        new.layer2[0].shortcut[0] = cut_conv(model.layer2[0].shortcut[0], in_keep=keep)"),
+}
+
 VARIANTS_EX05 = {
+    "ex05-stage1-hasattr": Variant(EX05, EX05_STAGE1_HASATTR, why="projection found by hasattr, new stem Sequential"),
+    "ex05-stage1-no-projection-check": Variant(EX05, EX05_STAGE1_NO_CHECK, lost=("test_prune_stage1",),
+                                               why="no check: indexing the identity shortcut raises TypeError"),
+    "ex05-stage1-identity-skipped": Variant(
+        EX05, EX05_STAGE1_SKIPS, lost=("test_prune_stage1",), strip_asserts=True,
+        why="an identity shortcut skipped silently instead of refused (only recorded once asserts go)"),
     "ex05-deepcopy-and-slicing": Variant(EX05, EX05_DEEPCOPY, why="BFS groups, named_modules, deepcopy + slicing"),
     "ex05-widths-and-empty-keep": Variant(
         EX05, EX05_BY_WIDTH, lost=("test_resnet_couplings", "test_prune_block_inner"), strip_asserts=True,

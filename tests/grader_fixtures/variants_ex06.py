@@ -100,7 +100,83 @@ def recalibrate_bn(model, loader, batches=10):
     return model.eval()""",
 }
 
+# task 4 is a prediction (the MACs left after uniform pruning), graded against count_macs within 0.02:
+# two other correct ones -- the (1 - r)^2 rule of thumb, and the per-layer arithmetic as a function --
+EX06_MACS_RULE = {
+    "predicted_macs": """\
+# both widths of every inner conv shrink by (1 - r)
+predicted_macs = {r: (1 - r) ** 2 for r in (0.25, 0.5, 0.75)}""",
+}
+EX06_MACS_COUNTED = {
+    "predicted_macs": """\
+def vgg_macs(widths, size=8, image_channels=1, classes=10):
+    sides = [size, size, size // 2, size // 4]          # max-pools after the 2nd and 3rd block
+    ins = [image_channels, *widths[:-1]]
+    return sum(9 * c_in * c_out * s * s for c_in, c_out, s in zip(ins, widths, sides)) + widths[-1] * classes
+
+
+dense = vgg_macs((16, 32, 64, 64))
+predicted_macs = {}
+for r in (0.25, 0.5, 0.75):
+    predicted_macs[r] = vgg_macs([n - int(r * n) for n in (16, 32, 64, 64)]) / dense""",
+}
+# ... and two wrong ones: MACs taken to fall like the channels (1 - r), and like their cube
+EX06_MACS_LINEAR = {"predicted_macs": "predicted_macs = {0.25: 0.75, 0.5: 0.5, 0.75: 0.25}"}
+EX06_MACS_CUBE = {"predicted_macs": "predicted_macs = {r: (1 - r) ** 3 for r in (0.25, 0.5, 0.75)}"}
+
+# task 3, three ways to lose it that the zero-mask check alone cannot see: kept channels in score order
+# (a permutation computes the same function), ties broken towards the higher index, and the mode lost
+EX06_UNIFORM_SOLUTION = """\
+def prune_vgg_uniform(model, ratio):
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    new = copy.deepcopy(model)
+    prev = None
+    for block in (m for m in new.features if isinstance(m, nn.Sequential)):
+        conv, bn = block[0], block[1]
+        scores = conv.weight.detach().abs().sum(dim=(1, 2, 3))
+        n_cut = int(ratio * conv.out_channels)
+        keep = torch.argsort(scores, stable=True)[n_cut:].sort().values
+        weight = conv.weight.detach()[keep]
+        if prev is not None:
+            weight = weight[:, prev]
+        new_conv = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
+                             bias=conv.bias is not None)
+        new_bn = nn.BatchNorm2d(len(keep), eps=bn.eps, momentum=bn.momentum)
+        with torch.no_grad():
+            new_conv.weight.copy_(weight)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new_bn, name).copy_(getattr(bn, name)[keep])
+        block[0], block[1] = new_conv, new_bn
+        prev = keep
+    fc = new.classifier
+    new.classifier = nn.Linear(len(prev), fc.out_features)
+    with torch.no_grad():
+        new.classifier.weight.copy_(fc.weight[:, prev])
+        new.classifier.bias.copy_(fc.bias)
+    return new.train(model.training)"""
+EX06_SCORE_ORDER = {"prune_vgg_uniform": EX06_UNIFORM_SOLUTION.replace(
+    "keep = torch.argsort(scores, stable=True)[n_cut:].sort().values",
+    "keep = torch.argsort(scores, stable=True)[n_cut:]              # weakest kept channel first")}
+EX06_TIES_HIGH = {"prune_vgg_uniform": EX06_UNIFORM_SOLUTION.replace(
+    "keep = torch.argsort(scores, stable=True)[n_cut:].sort().values",
+    "keep = torch.argsort(scores, descending=True, stable=True)[:conv.out_channels - n_cut].sort().values")}
+EX06_MODE_LOST = {"prune_vgg_uniform": EX06_UNIFORM_SOLUTION.replace("return new.train(model.training)",
+                                                                     "return new.eval()")}
+
 VARIANTS_EX06 = {
+    "ex06-uniform-score-order": Variant(EX06, EX06_SCORE_ORDER, lost=("test_prune_vgg_uniform",),
+                                        why="kept channels in score order, not index order (hidden)"),
+    "ex06-uniform-ties-high": Variant(EX06, EX06_TIES_HIGH, lost=("test_prune_vgg_uniform",),
+                                      why="ties: the higher index removed first (hidden)"),
+    "ex06-uniform-mode-lost": Variant(EX06, EX06_MODE_LOST, lost=("test_prune_vgg_uniform",), strip_asserts=True,
+                                      why="always eval mode (hidden; only recorded once asserts go)"),
+    "ex06-macs-rule-of-thumb": Variant(EX06, EX06_MACS_RULE, why="(1 - r)^2: within 0.02 of the measurement"),
+    "ex06-macs-counted": Variant(EX06, EX06_MACS_COUNTED, why="per-layer MACs written out as a function"),
+    "ex06-macs-linear": Variant(EX06, EX06_MACS_LINEAR, lost=("test_predicted_macs",),
+                                why="MACs predicted to fall like the channels, 1 - r"),
+    "ex06-macs-cubed": Variant(EX06, EX06_MACS_CUBE, lost=("test_predicted_macs",), strip_asserts=True,
+                               why="(1 - r)^3 (only recorded once asserts go)"),
     "ex06-by-hand": Variant(EX06, EX06_BY_HAND, why="eval copy, momentum 1/(i+1), deepcopy + slicing, sorted() ratios"),
     "ex06-train-mode-momentum-lost": Variant(
         EX06, EX06_MODES, lost=("test_accuracy", "test_recalibrate_bn"), strip_asserts=True,
