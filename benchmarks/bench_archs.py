@@ -2,7 +2,7 @@
 
 Every model is built with random weights (``weights=None``, ``torch.manual_seed(0)``), random
 BatchNorm statistics and random norm / bias parameters (so that a wrongly kept or dropped BN
-shift shows up in the outputs; see ``randomise``), in eval mode. Each library then removes
+shift shows up in the outputs; see ``prunekit.testing.randomise``), in eval mode. Each library then removes
 30% of the channels of every prunable group (uniform ratio, L1 filter magnitude, local scope),
 and the table reports per model:
 
@@ -68,11 +68,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # torchvision_models.p
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # prunekit from this checkout
 
 from prunekit.metrics import count_macs, count_params  # noqa: E402
+from prunekit.testing import judge, randomise  # noqa: E402
+from prunekit.verify import TOLERANCE, output_error  # noqa: E402
 from machine import cpu_name  # noqa: E402
 from torchvision_models import import_torchvision, torchvision_version  # noqa: E402
 
 RATIO = 0.3
-TOLERANCE = 1e-4  # relative max error below which two outputs count as equal
 REASON_CHARS = 150  # how much of an error message goes into the table
 LIBRARIES = ("prunekit", "Torch-Pruning")
 RESULT_TAG = "BENCH_ARCHS_RESULT "  # marks the child's JSON line on its stdout
@@ -103,42 +104,6 @@ ARCHS: dict[str, Arch] = {
 
 #: ``--quick``: a plain CNN, one with a conv classifier, one with squeeze-excite, one with LayerNorm.
 QUICK = ["resnet18", "squeezenet1_0", "mobilenet_v3_small", "convnext_tiny"]
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Make every part of the model matter, so that a pruning error shows in its outputs.
-
-    torchvision initialises BatchNorm to the identity (mean 0, var 1, gamma 1, beta 0), under
-    which forgetting a BN shift or scale changes nothing; it zero-initialises some classifiers
-    (vit_b_16's head: the output would not depend on the input at all) and scales residual
-    branches by 1e-6 (convnext_tiny's layer scale: a wrong branch would change the output by
-    1e-6). So: random BN running statistics, random norm (BN, LayerNorm, GroupNorm) gamma and
-    beta, random conv / linear biases, random weights for an all-zero conv / linear, and random
-    values for near-zero free parameters (layer scale, class token)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(t: Tensor, low: float, high: float) -> None:
-        t.copy_(torch.rand(t.shape, generator=g) * (high - low) + low)
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                uniform(m.running_mean, -1, 1)
-                uniform(m.running_var, 0.5, 2)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
-                for p, (low, high) in ((m.weight, (0.2, 1.5)), (m.bias, (-1, 1))):
-                    if p is not None:
-                        uniform(p, low, high)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                if not m.weight.any():
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    uniform(m.bias, -0.2, 0.2)
-            else:
-                for p in m.parameters(recurse=False):  # free parameters
-                    if p.abs().max() < 1e-3:
-                        uniform(p, 0.2, 1.5)
-    return model.eval()
 
 
 def build(name: str) -> nn.Module:
@@ -194,22 +159,15 @@ def short(err: BaseException, chars: int = REASON_CHARS) -> str:
     return short_text(text, chars - len(where)) + where
 
 
-def relative_error(out: Tensor, reference: Tensor) -> float:
-    """max |out - reference| / max |reference|."""
-    return ((out - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
-
-
-def verdict(pruned: Tensor, zeroed: Tensor, dense: Tensor,
-            wrong: str) -> tuple[str, float, list[str]]:
-    """Compare the pruned model's outputs with the zeroed dense model's: ``exact (err)`` within
-    the tolerance, else ``wrong (rel err err)``; the error; and a note when the check proves
-    nothing because pruning hardly changed the outputs at all (then anything passes)."""
-    err = relative_error(pruned, zeroed)
+def verdict(err: float, change: float, wrong: str) -> tuple[str, list[str]]:
+    """``exact (err)`` when the pruned model's outputs are the zeroed dense model's within the
+    tolerance (relative error, :func:`prunekit.verify.output_error`), else ``wrong (rel err
+    err)``; and a note when the check proves nothing because pruning hardly changed the
+    outputs at all (then anything passes)."""
     result = f"exact ({err:.0e})" if err <= TOLERANCE else f"{wrong} (rel err {err:.2g})"
-    change = relative_error(pruned, dense)
     notes = [] if change > 10 * TOLERANCE else [
         f"pruning changed the outputs by only {change:.0e} (relative): the check is weak here"]
-    return result, err, notes
+    return result, notes
 
 
 def time_calls(prune: Callable[[nn.Module], Any], model: nn.Module, repeats: int,
@@ -264,10 +222,12 @@ def measure_prunekit(model: nn.Module, x1: Tensor, x2: Tensor, repeats: int,
         times = time_calls(lambda m: prune_prunekit(m, x1), model, repeats, deadline)
     except prunekit.PruningError as err:
         return Outcome("refused: " + short_text(str(err)))
-    plan = prunekit.plan(model, x1, ratio=RATIO, importance="l1", scope="local")
-    result = plan.apply()
-    with torch.no_grad():
-        text, _, notes = verdict(result.model(x2), plan.mask()(x2), model(x2), "WRONG")
+    checked = judge(model, x2, x1, tol=TOLERANCE, measure_change=True, ratio=RATIO,
+                    importance="l1", scope="local")
+    if checked.result is None:
+        return Outcome(f"{checked.kind}: " + short_text(checked.detail))
+    result = checked.result
+    text, notes = verdict(checked.error, checked.change, "WRONG")
     params, macs = kept(result.model, model, x1)
     outcome = timed(Outcome(text, params, macs, len(result.removed)), times, repeats)
     outcome.notes += notes
@@ -477,11 +437,12 @@ def measure_tp(model: nn.Module, x1: Tensor, x2: Tensor, repeats: int,
     else:
         with torch.no_grad():
             twin = zero_outputs(copy.deepcopy(model), record)
-            text, zeroed_err, notes = verdict(out, twin(x2), model(x2), "differs from zeroed")
+            zeroed_err = output_error(out, twin(x2))
+            text, notes = verdict(zeroed_err, output_error(out, model(x2)), "differs from zeroed")
             over_kept = LayerNormOverKept(twin, record)
             if zeroed_err > TOLERANCE and over_kept.kept:
                 with over_kept:
-                    err = relative_error(out, twin(x2))
+                    err = output_error(out, twin(x2))
                 if err <= TOLERANCE:
                     text = f"LN-exact ({err:.0e}); zeroed: rel err {zeroed_err:.2g}"
     outcome = timed(Outcome(text, params, macs), times, repeats)

@@ -2,16 +2,38 @@
 
 The path of one pruning call, one module each::
 
-    model --graph--> coupled channel groups --importance--> scores --plan--> channels to cut
-          --surgery--> a smaller model, checked against zero-masking of the same channels
+    model --graph--> coupled channel groups --importance--> scores --planning--> channels to cut
+          --surgery--> a smaller model, checked against zero-masking of the same channels (verify)
 
-Note: ``prunekit.plan`` is the *function* that makes a plan; the module behind it is imported
-as ``from prunekit.plan import Plan, PruneResult``.
+``prunekit.prune`` and ``prunekit.plan`` are functions (from :mod:`prunekit.planning`);
+``prunekit.prune_iteratively`` comes from :mod:`prunekit.iterative`, the settings they all
+take from :mod:`prunekit.settings`.
 """
 
+import sys
+import types
+
+from . import iterative, planning
 from .errors import PruningError
-from .plan import PruneResult
-from .prune import plan, prune, prune_iteratively
+from .iterative import prune_iteratively
+from .planning import Plan, PruneResult, plan, prune
+from .settings import Settings
 
 __version__ = "0.1.0"
-__all__ = ["PruningError", "PruneResult", "plan", "prune", "prune_iteratively", "__version__"]
+__all__ = ["PruningError", "Plan", "PruneResult", "Settings", "plan", "prune",
+           "prune_iteratively", "__version__"]
+
+
+
+def _alias(name: str, source: types.ModuleType, *more: types.ModuleType) -> None:
+    """Keep an old import path working: ``from prunekit.<name> import X`` for every public X
+    of the modules given. There is no module of that name any more -- ``prunekit.plan`` and
+    ``prunekit.prune`` are the functions -- only this entry in ``sys.modules``."""
+    alias = types.ModuleType(f"{__name__}.{name}", f"Deprecated alias of {source.__name__}.")
+    for module in (source, *more):
+        alias.__dict__.update({k: getattr(module, k) for k in module.__all__})
+    sys.modules[alias.__name__] = alias
+
+
+_alias("plan", planning)                  # from prunekit.plan import Plan, PruneResult
+_alias("prune", planning, iterative)      # from prunekit.prune import prune, schedule_keep

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from .graph import build_graph
 from .importance import group_scores
-from .plan import EPS, Plan, allowed_removals, global_counts, local_counts, select_lowest
+from .planning import EPS, Plan, allowed_removals, choose
+from .settings import Settings
 
 __all__ = [
     "spearman", "kendall", "RankAgreement", "rank_agreement", "format_rank_table",
@@ -209,9 +210,8 @@ def resolution_pp(n_test: int) -> float:
 
 # ----------------------------------------------------------------------------- equal cost
 def plan_at_macs(model: nn.Module, example_inputs: Tensor, macs_fraction: float,
-                 importance: str | Callable = "l1", scope: str = "local", *, data: Any = None,
-                 batches: int = 4, seed: int = 0, normalise: bool = True,
-                 max_ratio: float = 0.9, loss_fn: Callable | None = None):
+                 importance: str | Callable = "l1", scope: str = "local",
+                 **settings: Any) -> Plan:
     """The plan that keeps at most ``macs_fraction`` of the model's MACs, removing as few
     channels as it can: the ratio is found by bisection, the scores computed once.
 
@@ -220,40 +220,34 @@ def plan_at_macs(model: nn.Module, example_inputs: Tensor, macs_fraction: float,
     and channels of early, high-resolution layers cost far more MACs than late ones: "50% of
     the channels" can mean 25% or 40% of the MACs. Arguments as :func:`prunekit.prune`
     (``scope`` ``"local"``: one ratio for every group; ``"global"``: one ranking, normalised
-    by each group's mean unless ``normalise=False``). Returns a :class:`prunekit.plan.Plan`;
+    by each group's mean unless ``normalise=False``). Returns a :class:`prunekit.planning.Plan`;
     ``plan.settings["ratio"]`` is the ratio found, ``plan.apply()`` cuts.
     """
     if not 0 < macs_fraction <= 1:
         raise ValueError(f"macs_fraction={macs_fraction!r} must be in (0, 1]: the share of MACs to keep")
-    if scope not in ("local", "global"):
-        raise ValueError(f"scope={scope!r}: use 'local' or 'global'")
+    config = Settings.of(importance=importance, scope=scope, **settings)
     graph = build_graph(model, example_inputs)
     groups = graph.prunable_groups()
-    scores = group_scores(model, graph, groups, importance, data, batches, loss_fn, seed)
+    scores = group_scores(graph.root, graph, groups, config.importance, config.data,
+                          config.batches, config.loss_fn, config.seed)
 
     def removed_at(ratio: float) -> dict[int, Tensor]:
-        if scope == "local":
-            counts = local_counts(groups, {g.index: ratio for g in groups}, max_ratio, 1)
-        else:
-            counts = global_counts(groups, scores, ratio, max_ratio, 1, normalise)
-        return {g.index: select_lowest(scores[g.index], counts[g.index], g.blocks, g.block_of)
-                for g in groups if counts[g.index]}
+        local = {g.index: ratio for g in groups} if config.scope == "local" else {}
+        return choose(groups, scores, local, config.but(ratio=min(ratio, 1 - EPS)))
 
     dense = graph.count_macs()
     budget = macs_fraction * dense
-    lo, hi = 0.0, _largest_feasible_ratio(groups, max_ratio, scope)
+    lo, hi = 0.0, _largest_feasible_ratio(groups, config.max_ratio, config.scope)
     fewest = graph.count_macs(removed_at(hi))
     if fewest > budget:
-        raise ValueError(f"cannot reach {macs_fraction:.1%} of the MACs with max_ratio={max_ratio}: "
-                         f"the most it removes leaves {fewest / dense:.1%}")
+        raise ValueError(f"cannot reach {macs_fraction:.1%} of the MACs with max_ratio="
+                         f"{config.max_ratio}: the most it removes leaves {fewest / dense:.1%}")
     for _ in range(40):      # MACs fall monotonically with the ratio; find the smallest that fits
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if graph.count_macs(removed_at(mid)) <= budget else (mid, hi)
-    removed = removed_at(hi)
-    settings = dict(ratio=hi, importance=importance if isinstance(importance, str) else
-                    getattr(importance, "__name__", "callable"), scope=scope, normalise=normalise,
-                    max_ratio=max_ratio, macs_fraction=macs_fraction)
-    return Plan(model, graph, removed, scores, settings)
+    summary = {**config.but(ratio=min(hi, 1 - EPS)).summary(), "ratio": hi,
+               "macs_fraction": macs_fraction}
+    return Plan(model, graph, removed_at(hi), scores, summary)
 
 
 def _largest_feasible_ratio(groups: Sequence, max_ratio: float, scope: str) -> float:
@@ -261,7 +255,8 @@ def _largest_feasible_ratio(groups: Sequence, max_ratio: float, scope: str) -> f
     if scope == "local":
         return max_ratio
     total = sum(g.size for g in groups)
-    caps = [max(allowed_removals(g.size, g.blocks, 1, math.floor(max_ratio * g.size + EPS))) for g in groups]
+    caps = [max(allowed_removals(g.size, g.blocks, 1, math.floor(max_ratio * g.size + EPS), g.min_keep))
+            for g in groups]
     return sum(caps) / total
 
 

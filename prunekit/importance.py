@@ -33,14 +33,19 @@ coupled groups (see :mod:`prunekit.graph`):
   global |gamma| threshold left ``[1, 1, 1, 105]`` channels at 70%).
 
 A custom criterion is any callable ``fn(layer) -> Tensor[out_channels]`` taking a Conv / Linear
-layer; it is summed over the producers of a group exactly like ``l1_norm``.
+layer; it is summed over the producers of a group exactly like ``l1_norm``. A new *named*
+criterion is one decorated function (:func:`register`): it receives a :class:`Scoring` (the
+model, its graph, the groups, the data settings) and returns one score per channel of each
+group -- ``prunekit.prune(importance="name")``, the settings check and the list of known
+names all read :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
 import copy
-from itertools import islice
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import torch
@@ -50,15 +55,15 @@ from torch import Tensor, nn
 from .device import device_of, to_device
 from .errors import PruningError
 from .graph import PRODUCER_ROLES, ChannelGraph, Group, build_graph, eval_mode
-from .modules import PrunedMultiheadAttention
+from .graph.kinds import kind_of, weight_rows
 from .replay import SuffixReplay
 
 __all__ = [
     "l1_norm", "l2_norm", "bn_scale", "fpgm", "random", "taylor", "oracle",
     "group_oracle", "group_scores", "normalise", "criterion_name", "needs_data", "CRITERIA",
+    "REGISTRY", "Criterion", "Scoring", "register",
 ]
 
-LayerScore = Callable[[nn.Module], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -67,20 +72,20 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 # ----------------------------------------------------------------------------------------------
 
 def _row_params(layer: nn.Module) -> tuple[Tensor | None, Tensor | None]:
-    """(weight, bias) with one row per output channel -- for an attention layer, the packed
-    q/k/v projection, one row per head dim."""
+    """(weight, bias) that hold one row per output channel -- for an attention layer, the
+    packed q/k/v projection, one row per head dim."""
     if isinstance(getattr(layer, "in_proj_weight", None), Tensor):
         return layer.in_proj_weight, getattr(layer, "in_proj_bias", None)
     return getattr(layer, "weight", None), getattr(layer, "bias", None)
 
 
 def _filters(layer: nn.Module) -> Tensor:
-    """The weight as one row per output channel: conv (out, in/g, kh, kw) -> (out, in/g*kh*kw)."""
-    weight = _row_params(layer)[0]
-    if not isinstance(weight, Tensor) or weight.dim() < 2:
+    """The weight as one row per output channel (:func:`prunekit.graph.kinds.weight_rows`)."""
+    kind = kind_of(layer)
+    if kind is None or kind.rows is None or not isinstance(_row_params(layer)[0], Tensor):
         raise PruningError(f"{type(layer).__name__} has no filter weights to score; pass a "
                            "Conv or Linear layer")
-    return weight.detach().flatten(1)
+    return kind.rows(layer).detach()
 
 
 def l1_norm(layer: nn.Module) -> Tensor:
@@ -100,7 +105,7 @@ def bn_scale(bn: nn.Module) -> Tensor:
     variance, so gamma alone sets how loud the channel is. Network slimming adds an L1
     penalty on gamma during training so many become ~0 and can go for free."""
     gamma = getattr(bn, "weight", None)
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or gamma is None:
+    if not isinstance(bn, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) or gamma is None:
         raise PruningError(f"bn_scale needs an affine BatchNorm layer, got {type(bn).__name__}")
     return gamma.detach().abs()
 
@@ -137,11 +142,18 @@ def _batches(data: Any, batches: int) -> list[tuple[Tensor, Tensor]]:
     return taken
 
 
+def _out_rows(layer: nn.Module) -> int:
+    """How many output rows a layer's scores have (a ConvTranspose's are its weight's dim 1)."""
+    weight = _row_params(layer)[0]
+    if not isinstance(weight, Tensor):
+        return getattr(layer, "num_features", 0)
+    return weight_rows(layer).shape[0] if weight.dim() > 1 else weight.shape[0]
+
+
 def _scored_layers(model: nn.Module) -> dict[str, nn.Module]:
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
-             nn.MultiheadAttention, PrunedMultiheadAttention)
+    """Every layer with a kind (:func:`prunekit.graph.kinds.kind_of`) and a weight."""
     return {n: m for n, m in model.named_modules()
-            if isinstance(m, kinds) and isinstance(_row_params(m)[0], Tensor)}
+            if kind_of(m) is not None and isinstance(_row_params(m)[0], Tensor)}
 
 
 def taylor(model: nn.Module, data: Any, batches: int = 4,
@@ -164,7 +176,7 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
               if isinstance(p, Tensor) and p.requires_grad]
     if not params:
         raise PruningError("taylor needs parameters with requires_grad=True")
-    totals = {name: torch.zeros(_row_params(m)[0].shape[0], device=_row_params(m)[0].device)
+    totals = {name: torch.zeros(_out_rows(m), device=_row_params(m)[0].device)
               for name, m in layers.items()}
     taken = to_device(_batches(data, batches), device_of(model))
     with eval_mode(model):
@@ -174,8 +186,8 @@ def taylor(model: nn.Module, data: Any, batches: int = 4,
             per_batch = {name: torch.zeros_like(t) for name, t in totals.items()}
             for (name, p), g in zip(params, grads):
                 if g is not None:
-                    per_batch[name] += (p.detach() * g).flatten(1).sum(1) if p.dim() > 1 \
-                        else p.detach() * g
+                    per_batch[name] += weight_rows(layers[name], p.detach() * g).sum(1) \
+                        if p.dim() > 1 else p.detach() * g
             for name, t in per_batch.items():
                 totals[name] += t.abs().float()
     return {name: (t / len(taken)).cpu() for name, t in totals.items()}
@@ -234,15 +246,97 @@ def oracle(model: nn.Module, module_name: str, data: Any, batches: int = 2,
 # From layers to coupled groups
 # ----------------------------------------------------------------------------------------------
 
-#: Criterion names accepted by :func:`group_scores` (and ``prunekit.prune(importance=...)``).
-CRITERIA = {
-    "l1": "sum |w| of producing filters", "l2": "L2 norm of producing filters",
-    "bn_scale": "|gamma| of the group's BatchNorms", "taylor": "Taylor on producing filters",
-    "taylor_bn": "Taylor on the BN gate (gamma, beta)", "fpgm": "geometric-median distance",
-    "random": "seeded random baseline", "oracle": "true loss increase (slow)",
-}
+@dataclass(frozen=True)
+class Scoring:
+    """What a criterion may use to score the channels of ``groups``: the model (a probe that
+    shares the caller's weights), its graph, and the data settings of the call."""
+
+    model: nn.Module
+    graph: ChannelGraph
+    groups: list[Group]
+    data: Any = None
+    batches: int = 4
+    loss_fn: LossFn | None = None
+    seed: int = 0
+
+    def summed(self, roles: tuple[str, ...],
+               layer_score: Callable[[str, nn.Module], Tensor]) -> dict[int, Tensor]:
+        """A per-layer score summed over each group's members with ``roles`` (the producers,
+        or the BatchNorms): every row a channel owns adds to that channel."""
+        return {g.index: _sum_members(self.model, g, roles, layer_score) for g in self.groups}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One entry of :data:`REGISTRY`: a line for the docs and the error messages, the
+    function from a :class:`Scoring` to ``{group index: scores}``, and whether it needs data."""
+
+    about: str
+    score: Callable[[Scoring], dict[int, Tensor]]
+    needs_data: bool = False
+
+
+#: Every criterion ``prunekit.prune(importance=...)`` accepts, by name. Adding one is one
+#: decorated function: ``@register("name", "what it measures")`` (see below).
+REGISTRY: dict[str, Criterion] = {}
+#: ``{name: about}`` of :data:`REGISTRY`, for printing.
+CRITERIA: dict[str, str] = {}
 _ALIASES = {"l1_norm": "l1", "l2_norm": "l2", "bn": "bn_scale"}
-_NEEDS_DATA = {"taylor", "taylor_bn", "oracle"}
+PRODUCERS, NORMS = PRODUCER_ROLES, ("bn",)
+
+
+def register(name: str, about: str, needs_data: bool = False) -> Callable:
+    """Decorator: make ``score(scoring) -> {group index: Tensor[size]}`` the criterion
+    ``name``."""
+    def add(score: Callable[[Scoring], dict[int, Tensor]]) -> Callable:
+        REGISTRY[name] = Criterion(about, score, needs_data)
+        CRITERIA[name] = about
+        return score
+    return add
+
+
+@register("l1", "sum |w| of producing filters")
+def _l1(s: Scoring) -> dict[int, Tensor]:
+    return s.summed(PRODUCERS, lambda _, m: l1_norm(m))
+
+
+@register("l2", "L2 norm of producing filters")
+def _l2(s: Scoring) -> dict[int, Tensor]:
+    return s.summed(PRODUCERS, lambda _, m: l2_norm(m))
+
+
+@register("bn_scale", "|gamma| of the group's BatchNorms")
+def _bn_scale(s: Scoring) -> dict[int, Tensor]:
+    return s.summed(NORMS, lambda _, m: bn_scale(m))
+
+
+@register("taylor", "Taylor on producing filters", needs_data=True)
+def _taylor(s: Scoring) -> dict[int, Tensor]:
+    table = taylor(s.model, s.data, s.batches, s.loss_fn) if s.groups else {}
+    return s.summed(PRODUCERS, lambda name, _: table[name])
+
+
+@register("taylor_bn", "Taylor on the BN gate (gamma, beta)", needs_data=True)
+def _taylor_bn(s: Scoring) -> dict[int, Tensor]:
+    table = taylor(s.model, s.data, s.batches, s.loss_fn) if s.groups else {}
+    return s.summed(NORMS, lambda name, _: table[name])
+
+
+@register("fpgm", "geometric-median distance")
+def _fpgm(s: Scoring) -> dict[int, Tensor]:
+    return s.summed(PRODUCERS, lambda _, m: fpgm(m))
+
+
+@register("random", "seeded random baseline")
+def _random(s: Scoring) -> dict[int, Tensor]:
+    return {g.index: random(g.size, seed=s.seed + 7919 * g.index) for g in s.groups}
+
+
+@register("oracle", "true loss increase (slow)", needs_data=True)
+def _oracle(s: Scoring) -> dict[int, Tensor]:
+    taken = _batches(s.data, s.batches)
+    return {g.index: group_oracle(s.model, s.graph, g, taken, s.batches, s.loss_fn)
+            for g in s.groups}
 
 
 def criterion_name(importance: str | Callable) -> str | Callable:
@@ -250,14 +344,14 @@ def criterion_name(importance: str | Callable) -> str | Callable:
     if callable(importance):
         return importance
     name = _ALIASES.get(str(importance), str(importance))
-    if name not in CRITERIA:
-        raise PruningError(f"unknown importance {importance!r}; use one of {sorted(CRITERIA)} "
+    if name not in REGISTRY:
+        raise PruningError(f"unknown importance {importance!r}; use one of {sorted(REGISTRY)} "
                            "or a callable fn(layer) -> Tensor[out_channels]")
     return name
 
 
 def needs_data(importance: str | Callable) -> bool:
-    return not callable(importance) and criterion_name(importance) in _NEEDS_DATA
+    return not callable(importance) and REGISTRY[criterion_name(importance)].needs_data
 
 
 def _sum_members(model: nn.Module, group: Group, roles: tuple[str, ...],
@@ -268,39 +362,43 @@ def _sum_members(model: nn.Module, group: Group, roles: tuple[str, ...],
     found = False
     for m in group.members:
         if m.role in roles:
-            scores = layer_score(m.module, model.get_submodule(m.module)).detach().float().cpu()
+            layer = model.get_submodule(m.module)
+            scores = _checked(layer_score(m.module, layer), m.module, layer)
             total.index_add_(0, m.units, scores[m.positions])
             found = True
     if not found:
-        what = "BatchNorm" if roles == ("bn",) else "conv or linear producer"
+        what = "BatchNorm" if roles == NORMS else "conv or linear producer"
         raise PruningError(f"group '{group.name}' has no {what} to score; choose another "
                            "importance or put one of its layers in ignore=")
     return total
 
 
+def _checked(scores: Any, name: str, layer: nn.Module) -> Tensor:
+    """One finite score per output row of ``layer`` (the rows a criterion sees), as a float
+    CPU tensor -- or a PruningError naming the layer (a custom criterion may return anything)."""
+    rows = _out_rows(layer)
+    if not isinstance(scores, Tensor) or scores.dim() != 1 or len(scores) != rows:
+        got = f"{len(scores)} scores" if isinstance(scores, Tensor) and scores.dim() == 1 else \
+            f"a {type(scores).__name__} of shape {tuple(getattr(scores, 'shape', ()))}"
+        raise PruningError(f"the importance of layer '{name}' ({type(layer).__name__}) returned "
+                           f"{got}; it must return one score per output channel: {rows}")
+    scores = scores.detach().float().cpu()
+    if not bool(torch.isfinite(scores).all()):
+        raise PruningError(f"the importance of layer '{name}' returned NaN or inf scores")
+    return scores
+
+
 def group_scores(model: nn.Module, graph: ChannelGraph, groups: list[Group],
                  importance: str | Callable = "l1", data: Any = None, batches: int = 4,
                  loss_fn: LossFn | None = None, seed: int = 0) -> dict[int, Tensor]:
-    """One score per channel for each group (``{group.index: Tensor[group.size]}``), the
-    per-layer criterion summed over the group's producers (or BatchNorms). See module doc."""
+    """One score per channel for each group (``{group.index: Tensor[group.size]}``): the
+    registered criterion (:data:`REGISTRY`), or a callable ``fn(layer)`` summed over the
+    group's producers like ``l1``. See the module doc."""
+    scoring = Scoring(model, graph, groups, data, batches, loss_fn, seed)
     crit = criterion_name(importance)
-    producers, bns = PRODUCER_ROLES, ("bn",)
     if callable(crit):
-        return {g.index: _sum_members(model, g, producers, lambda _, m: crit(m)) for g in groups}
-    if crit == "random":
-        return {g.index: random(g.size, seed=seed + 7919 * g.index) for g in groups}
-    if crit == "oracle":
-        taken = _batches(data, batches)
-        return {g.index: group_oracle(model, graph, g, taken, batches, loss_fn) for g in groups}
-    if crit in ("taylor", "taylor_bn"):
-        table = taylor(model, data, batches, loss_fn) if groups else {}
-        roles = bns if crit == "taylor_bn" else producers
-        return {g.index: _sum_members(model, g, roles, lambda n, _: table[n]) for g in groups}
-    per_layer: dict[str, LayerScore] = {"l1": l1_norm, "l2": l2_norm, "fpgm": fpgm,
-                                        "bn_scale": bn_scale}
-    fn = per_layer[crit]
-    roles = bns if crit == "bn_scale" else producers
-    return {g.index: _sum_members(model, g, roles, lambda _, m: fn(m)) for g in groups}
+        return scoring.summed(PRODUCERS, lambda _, m: crit(m))
+    return REGISTRY[crit].score(scoring)
 
 
 def normalise(scores: Tensor) -> Tensor:

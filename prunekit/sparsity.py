@@ -39,7 +39,8 @@ from torch.nn.utils import prune as torch_prune
 
 from .errors import PruningError
 from .graph import ChannelGraph, Group
-from .surgery import prune_batchnorm, prune_conv, prune_linear, replace_modules
+from .graph.kinds import KINDS
+from .surgery import replace_modules
 
 __all__ = ["nm_mask", "is_nm", "sparsifiable_layers", "apply_nm", "remove_nm", "Storage",
            "storage", "kept_magnitude", "search_permutation", "permute_channels"]
@@ -194,10 +195,10 @@ def permute_channels(model: nn.Module, graph: ChannelGraph, group: Group, perm: 
                            f"group '{group.name}'")
     new = {}
     for member in group.members:
-        kind, layer = graph.kinds.get(member.module), model.get_submodule(member.module)
-        if member.role not in ("out", "bn", "in") or kind not in ("conv", "linear", "bn"):
+        kind = KINDS.get(graph.kinds.get(member.module, ""))
+        if member.role not in ("out", "bn", "in") or kind is None or not kind.permutable:
             raise PruningError(f"permute_channels handles conv / linear / BatchNorm members; "
-                               f"'{member.module}' is {kind or member.role}")
+                               f"'{member.module}' is {graph.kinds.get(member.module) or member.role}")
         if len(torch.unique(member.units)) != len(member.units):
             raise PruningError(f"'{member.module}' holds a channel at several positions "
                                "(e.g. flattened features); permute_channels needs one")
@@ -206,13 +207,6 @@ def permute_channels(model: nn.Module, graph: ChannelGraph, group: Group, perm: 
         position_of[member.units] = member.positions
         index = torch.arange(len(graph.dims[member.module][dim]))   # unchanged elsewhere
         index[member.positions] = position_of[perm[member.units]]
-        base = new.get(member.module, layer)
-        if kind == "bn":
-            new[member.module] = prune_batchnorm(base, index)
-        elif kind == "linear":
-            new[member.module] = prune_linear(base, *((index, None) if dim == "out" else
-                                                      (None, index)))
-        else:
-            new[member.module] = prune_conv(base, *((index, None) if dim == "out" else
-                                                    (None, index)))
+        base = new.get(member.module, model.get_submodule(member.module))
+        new[member.module] = kind.cut(base, {dim: index})   # a "cut" that keeps all, reordered
     return replace_modules(model, new, inplace)

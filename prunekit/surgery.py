@@ -1,20 +1,10 @@
-"""Cutting layers: new, smaller modules built by ``index_select`` -- and the zero-mask twin.
+"""Surgery: from a plan to a smaller model -- and the zero-mask twin that proves it right.
 
-Once a plan says which channels of each group go, every layer becomes a few lines:
-
-* **Conv2d** ``weight[out, in/groups, kh, kw]``: keep rows (output channels) and columns
-  (input channels); ``bias[out]`` follows the rows. A depthwise conv has one row per channel
-  (``k`` with a channel multiplier) and ``groups`` = channels, so rows and ``groups`` shrink
-  together. A grouped conv keeps ``groups``: every group keeps the same number of rows and
-  of columns (which columns may differ from group to group).
-* **Linear** ``weight[out, in]``: the same; after ``flatten`` channel ``c`` is the column
-  block ``c*H*W .. (c+1)*H*W - 1``.
-* **BatchNorm** ``gamma, beta, running_mean, running_var``: all four follow the channel.
-* **nn.MultiheadAttention**: the rows of the removed heads' q, k and v and the matching
-  columns of the output projection -- in a :class:`~prunekit.modules.PrunedMultiheadAttention`,
-  because ``nn.MultiheadAttention`` cannot have fewer heads than its width allows.
-* **Per-channel parameters** (a layer scale ``gamma``, a position embedding) lose the same
-  entries along their channel axis.
+Once a plan says which channels of each group go, every layer that holds any of them is cut
+by a few lines for its kind (:mod:`prunekit.cuts`: conv, ConvTranspose, linear, BatchNorm,
+attention; :mod:`prunekit.graph.kinds` says which function cuts which kind), and every
+per-channel parameter (a layer scale ``gamma``, a position embedding) loses the same entries
+along its channel axis. Then the new layers are swapped in -- into a copy, or in place.
 
 The new modules are plain ``nn.Module`` s (same class, no hooks, no masks), so the pruned model
 is genuinely smaller and faster. ``mask`` is the twin used to *prove* surgery right: it zeroes
@@ -27,6 +17,7 @@ Which rows, columns and slices a channel owns is the graph's knowledge
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,131 +25,17 @@ import torch
 from torch import Tensor, nn
 
 from .errors import PruningError
+from .cuts import (prune_attention, prune_batchnorm, prune_conv, prune_conv_transpose,
+                   prune_linear, set_tensor, take)
 from .graph import ChannelGraph
-from .modules import PrunedMultiheadAttention
+from .graph.kinds import KINDS
+from .graph.preflight import shell_copy
 
-__all__ = ["prune_conv", "prune_linear", "prune_batchnorm", "prune_attention",
-           "pruned_modules", "pruned_params", "replace_modules", "zero_channels", "mask"]
+__all__ = ["prune_conv", "prune_conv_transpose", "prune_linear", "prune_batchnorm",
+           "prune_attention", "pruned_modules", "pruned_params", "replace_modules",
+           "zero_channels", "mask"]
 
 Params = dict[tuple[str, str], Tensor]
-
-
-def _shell(module: nn.Module) -> nn.Module:
-    """A copy of a layer with its own dicts (parameters, buffers, hooks) and its own copies
-    of any child modules, so new tensors can be put in without touching the original."""
-    new = module.__class__.__new__(module.__class__)
-    new.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else v
-                    for k, v in module.__dict__.items()}
-    new._modules = {k: copy.deepcopy(v) for k, v in module._modules.items()}
-    return new
-
-
-def _take(t: Tensor | None, dim: int, keep: Tensor | None) -> Tensor | None:
-    """Entries ``keep`` of ``t`` along ``dim`` -- always a new tensor, never shared."""
-    if t is None:
-        return None
-    if keep is None:
-        return t.detach().clone()
-    return t.detach().index_select(dim, keep.to(t.device))
-
-
-def _set(new: nn.Module, name: str, value: Tensor | None, old: Tensor | None) -> None:
-    """Put ``value`` in as a parameter or buffer, whichever ``old`` was."""
-    if value is None:
-        return
-    if isinstance(old, nn.Parameter):
-        new._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
-    else:
-        new._buffers[name] = value
-
-
-def _take2(t: Tensor, keep_out: Tensor | None, keep_in: Tensor | None) -> Tensor:
-    """Rows ``keep_out`` and columns ``keep_in`` of a weight in one gather (no big temporary)."""
-    if keep_out is not None and keep_in is not None:
-        return t.detach()[keep_out.to(t.device)[:, None], keep_in.to(t.device)[None, :]]
-    return _take(t, 1, keep_in) if keep_out is None else _take(t, 0, keep_out)
-
-
-def _grouped(weight: Tensor, keep_out: Tensor | None, keep_in: Tensor | None,
-             groups: int, in_channels: int) -> Tensor:
-    """A grouped conv's weight ``(out, in/groups, ...)``: the kept rows, and for each row the
-    kept columns of *its* group (every group keeps as many as the others)."""
-    rows = torch.arange(weight.shape[0]) if keep_out is None else keep_out
-    per_in, per_out = in_channels // groups, weight.shape[0] // groups
-    cols = torch.arange(in_channels) if keep_in is None else keep_in
-    local = [cols[(cols >= b * per_in) & (cols < (b + 1) * per_in)] - b * per_in
-             for b in range(groups)]
-    if len({len(c) for c in local}) != 1:
-        raise PruningError("a grouped conv must keep the same number of inputs in every group")
-    local = torch.stack(local)[rows // per_out]                     # (rows, in/groups kept)
-    return weight.detach()[rows.to(weight.device)[:, None], local.to(weight.device)]
-
-
-@torch.no_grad()
-def prune_conv(conv: nn.Module, keep_out: Tensor | None, keep_in: Tensor | None,
-               depthwise: bool = False) -> nn.Module:
-    """A copy of ``conv`` keeping output channels ``keep_out`` and input channels ``keep_in``
-    (``None`` = keep all). ``depthwise``: rows ARE channels, ``groups`` shrinks with them.
-    A grouped conv (``1 < groups``) keeps its ``groups``."""
-    new = _shell(conv)
-    if depthwise:
-        weight = _take(conv.weight, 0, keep_out)
-        multiplier = conv.out_channels // conv.in_channels
-        new.in_channels = new.groups = weight.shape[0] // multiplier
-    elif conv.groups > 1:
-        weight = _grouped(conv.weight, keep_out, keep_in, conv.groups, conv.in_channels)
-        new.in_channels = weight.shape[1] * conv.groups
-    else:
-        weight = _take2(conv.weight, keep_out, keep_in)
-        new.in_channels = weight.shape[1]
-    _set(new, "weight", weight, conv.weight)
-    _set(new, "bias", _take(conv.bias, 0, keep_out), conv.bias)
-    new.out_channels = weight.shape[0]
-    return new
-
-
-@torch.no_grad()
-def prune_linear(linear: nn.Linear, keep_out: Tensor | None, keep_in: Tensor | None) -> nn.Linear:
-    """A copy of ``linear`` keeping output features ``keep_out`` and input features ``keep_in``."""
-    new = _shell(linear)
-    weight = _take2(linear.weight, keep_out, keep_in)
-    _set(new, "weight", weight, linear.weight)
-    _set(new, "bias", _take(linear.bias, 0, keep_out), linear.bias)
-    new.out_features, new.in_features = weight.shape
-    return new
-
-
-@torch.no_grad()
-def prune_batchnorm(bn: nn.Module, keep: Tensor) -> nn.Module:
-    """A copy of a BatchNorm keeping channels ``keep``: gamma, beta and running statistics."""
-    new = _shell(bn)
-    width = getattr(bn, "num_features", None)
-    for name, old in [*bn._parameters.items(), *bn._buffers.items()]:
-        per_channel = old is not None and old.dim() == 1 and len(old) == width
-        _set(new, name, _take(old, 0, keep if per_channel else None), old)  # counter: copied
-    new.num_features = len(keep)
-    return new
-
-
-@torch.no_grad()
-def prune_attention(attn: nn.Module, keep_in: Tensor | None, keep_heads: Tensor | None,
-                    keep_out: Tensor | None) -> PrunedMultiheadAttention:
-    """An attention layer keeping input features ``keep_in``, the q/k/v rows ``keep_heads``
-    (whole heads) and output features ``keep_out``."""
-    inner_rows = attn.in_proj_weight.shape[0] // 3
-    heads = keep_heads if keep_heads is not None else torch.arange(3 * inner_rows)
-    inner = heads[: len(heads) // 3]                      # q rows = the kept inner features
-    weight = _take2(attn.in_proj_weight, heads, keep_in)
-    out_weight = _take2(attn.out_proj.weight, keep_out, inner)
-    new = PrunedMultiheadAttention(weight.shape[1], len(inner) // attn.head_dim, attn.head_dim,
-                                   out_weight.shape[0], bias=attn.in_proj_bias is not None,
-                                   dropout=attn.dropout, batch_first=attn.batch_first)
-    _set(new, "in_proj_weight", weight, attn.in_proj_weight)
-    _set(new, "in_proj_bias", _take(attn.in_proj_bias, 0, heads), attn.in_proj_bias)
-    _set(new.out_proj, "weight", out_weight, attn.out_proj.weight)
-    _set(new.out_proj, "bias", _take(attn.out_proj.bias, 0, keep_out), attn.out_proj.bias)
-    new.train(attn.training)
-    return new.to(weight.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,32 +44,24 @@ def prune_attention(attn: nn.Module, keep_in: Tensor | None, keep_heads: Tensor 
 
 def pruned_modules(model: nn.Module, graph: ChannelGraph,
                    removed: Mapping[int, Tensor]) -> dict[str, nn.Module]:
-    """New versions of every layer that loses rows or columns (the model is not touched)."""
+    """New versions of every layer that loses rows or columns (the model is not touched),
+    each cut by its kind's function (:data:`prunekit.graph.kinds.KINDS`). An attention
+    layer's output projection is cut with the attention layer."""
     keep = graph.keep(removed)
     new: dict[str, nn.Module] = {}
     for name, dims in keep.items():
-        kind, layer = graph.kinds[name], model.get_submodule(name)
-        if kind == "mha":
-            out = keep.get(f"{name}.out_proj", {}).get("out")
-            if any(k is not None for k in (dims.get("in"), dims.get("heads"), out)):
-                new[name] = prune_attention(layer, dims.get("in"), dims.get("heads"), out)
-            continue
-        keep_out, keep_in = dims.get("out"), dims.get("in")
-        if kind == "mha_out" or (keep_out is None and keep_in is None):
-            continue
-        if kind == "bn":
-            new[name] = prune_batchnorm(layer, keep_out)
-        elif kind == "linear":
-            new[name] = prune_linear(layer, keep_out, keep_in)
-        else:
-            new[name] = prune_conv(layer, keep_out, keep_in, depthwise=kind == "dwconv")
+        kind = KINDS[graph.kinds[name]]
+        if kind.name == "mha":
+            dims = {**dims, "out": keep.get(f"{name}.out_proj", {}).get("out")}
+        if kind.cut is not None and any(k is not None for k in dims.values()):
+            new[name] = kind.cut(model.get_submodule(name), dims)
     _refuse_nested(new)
     return new
 
 
 def pruned_params(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> Params:
     """New versions of every per-channel parameter that loses entries."""
-    return {(owner, name): _take(getattr(model.get_submodule(owner), name), axis, kept)
+    return {(owner, name): take(getattr(model.get_submodule(owner), name), axis, kept)
             for (owner, name), (axis, kept) in graph.keep_params(removed).items()}
 
 
@@ -226,35 +95,54 @@ def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return shell
 
 
+def _aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Every name of each layer: a module registered twice (``self.b = self.a``) has two, and
+    both must point at the new layer."""
+    names: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(name)
+    return {name: names[id(m)] for name, m in model.named_modules()}
+
+
 def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: bool,
-                    params: Params | None = None) -> nn.Module:
+                    params: Params | None = None, share: bool = False) -> nn.Module:
     """Put the new layers and parameters in: into ``model`` itself (``inplace``) or into a
     copy of it.
 
     The copy shares nothing with ``model``: containers are re-created around the new layers,
     every other layer that owns tensors is deep-copied, the replaced layers are never copied.
+    With ``share`` the copy is a probe instead (:func:`~prunekit.graph.preflight.shell_copy`:
+    the other layers' parameters shared, buffers cloned) -- for a check run, not for keeping.
     In place, a failure half-way puts every old layer and parameter back: the caller's model
     is either fully pruned or exactly as before.
     """
     params = params or {}
     old = {name: model.get_submodule(name) for name in new}
     if not inplace:
-        target = _copy_tree(model, {id(old[n]): m for n, m in new.items()})
+        swap = {id(old[n]): m for n, m in new.items()}
+        target = shell_copy(model, swap) if share else _copy_tree(model, swap)
         for (owner, name), value in params.items():
             layer = target.get_submodule(owner)
-            _set(layer, name, value, getattr(layer, name))
+            set_tensor(layer, name, value, getattr(layer, name))
         return target
+    return _replace_in_place(model, new, old, params)
+
+
+def _replace_in_place(model: nn.Module, new: Mapping[str, nn.Module],
+                      old: dict[str, nn.Module], params: Params) -> nn.Module:
+    aliases = _aliases(model)
     old_params = {key: getattr(model.get_submodule(key[0]), key[1]) for key in params}
     done: list[str] = []
     try:
         for name, module in new.items():
-            _swap(model, name, module)
-            done.append(name)
+            for alias in aliases.get(name, [name]):
+                _swap(model, alias, module)
+                done.append(alias)
         for (owner, name), value in params.items():
-            _set(model.get_submodule(owner), name, value, old_params[(owner, name)])
+            set_tensor(model.get_submodule(owner), name, value, old_params[(owner, name)])
     except BaseException:
-        for name in done:
-            _swap(model, name, old[name])
+        for alias in done:
+            _swap(model, alias, old[next(n for n in new if alias in aliases.get(n, [n]))])
         for (owner, name), value in old_params.items():
             model.get_submodule(owner)._parameters.pop(name, None)
             model.get_submodule(owner)._buffers.pop(name, None)
@@ -275,17 +163,86 @@ def _restore(layer: nn.Module, name: str, value: Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> None:
-    """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``."""
-    for group in graph.groups:
-        channels = removed.get(group.index)
-        if channels is not None and len(channels):
-            for t, dim, index in graph.zero_slices(model, group, channels):
-                t.index_fill_(dim, index.to(t.device), 0)
+def zero_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
+                  fresh: bool = False) -> None:
+    """Zero, in place, the channels ``removed`` ({group index: channels}) of ``model``. With
+    ``fresh`` (``model`` is a probe that shares its parameters with another model, which
+    must not change) a tensor is cloned before it is zeroed -- except the rows of a plain
+    conv or linear layer that only the layer itself reads: there zeroing the output channels
+    they write is the same function and needs no copy of the weight (:func:`_zero_outputs`).
+    A weight that ``forward()`` also reads directly (``F.linear(x, self.l1.weight)``) is
+    zeroed like any other tensor, or the check would compare against another function than
+    :meth:`~prunekit.planning.Plan.mask`."""
+    cloned: set[tuple[str, str]] = set()
+    outputs: dict[str, list[Tensor]] = {}
+    read = _read_directly(model, graph) if fresh else set()
+    for path, name, dim, index in _sites(graph, removed):
+        layer = model.get_submodule(path)
+        t = getattr(layer, name, None)
+        if not isinstance(t, Tensor):
+            continue
+        if fresh and _output_axis(layer, name, dim) is not None and id(t) not in read:
+            outputs.setdefault(path, []).append(index)
+            continue
+        if fresh and (path, name) not in cloned:
+            set_tensor(layer, name, t.detach().clone(), t)
+            t = getattr(layer, name)
+            cloned.add((path, name))
+        t.data.index_fill_(dim, index.to(t.device), 0)
+    for path, indices in outputs.items():
+        _zero_outputs(model.get_submodule(path), torch.unique(torch.cat(indices)))
 
 
-def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor]) -> nn.Module:
-    """A deep copy of ``model`` with the ``removed`` channels zeroed (the model is untouched)."""
-    masked = copy.deepcopy(model)
-    zero_channels(masked, graph, removed)
+def _read_directly(model: nn.Module, graph: ChannelGraph) -> set[int]:
+    """Identities of the tensors of ``model`` that ``forward()`` reads as attributes (fx
+    ``get_attr`` nodes), not only through their layer. By identity, not by name: a tied or
+    twice-registered weight is traced under its first name only."""
+    read = set()
+    for node in graph.fx_graph.nodes:
+        if node.op == "get_attr":
+            try:
+                value = operator.attrgetter(str(node.target))(model)
+            except AttributeError:               # a constant of the traced graph, not the model's
+                continue
+            if isinstance(value, Tensor):
+                read.add(id(value))
+    return read
+
+
+def _sites(graph: ChannelGraph, removed: Mapping[int, Tensor]) -> list[tuple]:
+    return [site for g in graph.groups if len(removed.get(g.index, ()))
+            for site in graph.zero_sites(g, removed[g.index])]
+
+
+_PLAIN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+          nn.ConvTranspose3d, nn.Linear)
+
+
+def _output_axis(layer: nn.Module, name: str, dim: int) -> int | None:
+    """The output axis whose channel ``layer.name[dim]`` writes alone -- for a plain conv /
+    linear (exactly a torch.nn class: a subclass's forward may do more) -- else None."""
+    if type(layer) not in _PLAIN or name not in ("weight", "bias"):
+        return None
+    rows = 1 if getattr(layer, "transposed", False) and name == "weight" else 0
+    if dim != rows:
+        return None
+    return -1 if isinstance(layer, nn.Linear) else 1
+
+
+def _zero_outputs(layer: nn.Module, index: Tensor) -> None:
+    """Set output channels ``index`` of a probe's layer to zero after it runs: what zeroing
+    their weight rows and biases computes, without copying the weight."""
+    axis = -1 if isinstance(layer, nn.Linear) else 1
+
+    def hook(_: nn.Module, __: tuple, out: Tensor) -> Tensor:
+        return out.index_fill(axis, index.to(out.device), 0)
+    layer.register_forward_hook(hook)
+
+
+def mask(model: nn.Module, graph: ChannelGraph, removed: Mapping[int, Tensor],
+         share: bool = False) -> nn.Module:
+    """A deep copy of ``model`` with the ``removed`` channels zeroed (the model is untouched).
+    With ``share``, a probe instead: only the zeroed tensors are new (for a check run)."""
+    masked = shell_copy(model) if share else copy.deepcopy(model)
+    zero_channels(masked, graph, removed, fresh=share)
     return masked

@@ -8,7 +8,8 @@ headless (where no slider is ever moved):
   report accuracy, MACs, parameters and latency of the result, plus the scores and the
   channels removed (for :func:`prunekit.viz.importance_panels`).
 * :func:`explore_slimming` -- prune the WHOLE network with one global |gamma| threshold and a
-  per-layer cap (network slimming, Liu et al., 2017; :func:`slimming_ratios`) and report
+  per-layer cap (network slimming, Liu et al., 2017;
+  :func:`prunekit.planning.slimming_ratios`, also importable from here) and report
   survivors per layer.
 * :func:`render_readout` -- either result as a few short HTML lines.
 
@@ -32,13 +33,12 @@ gives both medians with their spread and the ratio, and says whether the rounds 
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from .metrics import compare_latency, count_macs, count_params, paired_comparison
+from .planning import slimming_ratios  # noqa: F401 -- lectures import it from here
 from .train import evaluate, recalibrate_bn
 
 __all__ = [
@@ -131,7 +131,7 @@ def explore_l1(model: nn.Module, layer: str, sparsity: float, example_input: Ten
     statistics are re-measured on ``recal_batches`` batches first (see
     :func:`prunekit.train.recalibrate_bn`). ``latency_repeats=0`` skips timing (NaN)."""
     from .importance import l1_norm
-    from .prune import prune
+    from .planning import prune
 
     modules = dict(model.named_modules())
     if layer not in modules or not isinstance(modules[layer], nn.Conv2d):
@@ -152,51 +152,17 @@ def explore_l1(model: nn.Module, layer: str, sparsity: float, example_input: Ten
     }
 
 
-def slimming_ratios(model: nn.Module, example_input: Tensor, ratio: float,
-                    max_ratio: float = 0.9) -> dict[str, float]:
-    """Network slimming's global threshold, with a per-layer cap, as per-layer ratios.
-
-    All channels of all prunable groups are ranked together by |gamma| (summed over the
-    group's BatchNorms: in a plain chain that is one BN, in a ResNet stage every BN that
-    normalises the shared channels); the lowest ``floor(ratio * N)`` are marked -- exactly
-    the channels under Liu et al.'s global threshold -- and then no group may lose more than
-    ``floor(max_ratio * size)``. Returns ``{layer name: ratio}`` for :func:`prunekit.prune`'s
-    ``ratios=``. The cap means the total removed can fall short of ``ratio``: that is the
-    point, it refuses to empty a layer (the outline's uncapped version empties whole layers).
-
-    The raw |gamma| are compared, as in the paper (``prune(..., scope="global",
-    normalise=False)`` ranks the same way but tops up elsewhere to reach the full ratio).
-    A layer's gamma scale is not comparable to another's when BatchNorm follows the next
-    conv -- scaling one layer's gammas is undone downstream (Ye et al., 2018) -- but after
-    slimming the gammas split into a near-zero pile and the rest, orders of magnitude
-    apart, so every threshold inside that gap removes the same channels."""
-    from .graph import build_graph
-    from .importance import group_scores
-    from .plan import EPS
-
-    if not 0.0 <= ratio < 1.0 or not 0.0 < max_ratio <= 1.0:
-        raise ValueError(f"slimming_ratios: need 0 <= ratio < 1 and 0 < max_ratio <= 1, got {ratio}, {max_ratio}")
-    graph = build_graph(model, example_input)
-    groups = [g for g in graph.groups if g.prunable and g.modules("bn")]
-    scores = group_scores(model, graph, groups, "bn_scale")
-    everything = torch.cat([scores[g.index] for g in groups])
-    owner = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
-    lowest = everything.argsort(stable=True)[: int(ratio * everything.numel() + EPS)]
-    below = torch.bincount(owner[lowest], minlength=len(groups)).tolist()
-    return {g.name: min(k, math.floor(max_ratio * g.size + EPS)) / g.size for g, k in zip(groups, below)}
-
-
 def explore_slimming(model: nn.Module, ratio: float, example_input: Tensor, loader: Iterable,
                      max_ratio: float = 0.9, recalibrate_loader: Iterable | None = None,
                      recal_batches: int = 5, latency_repeats: int = 4, dense: dict | None = None,
                      latency_rounds: int = 9) -> dict:
     """Prune a copy of ``model`` by network slimming's global |gamma| threshold with a
-    per-layer cap (:func:`slimming_ratios`) and measure it.
+    per-layer cap (:func:`prunekit.planning.slimming_ratios`) and measure it.
 
     Returns a dict: ``ratio, max_ratio, removed_share`` (what was really removed),
     ``per_layer`` (``{BatchNorm name: (kept, total)}``) and the same measurements as
     :func:`explore_l1` (``accuracy, macs, ...`` and ``dense_*``)."""
-    from .prune import prune
+    from .planning import prune, slimming_ratios
 
     ratios = slimming_ratios(model, example_input, ratio, max_ratio)
     pruned = prune(model, example_input, ratio=0.0, ratios=ratios, importance="bn_scale",

@@ -148,21 +148,6 @@ UNSUPPORTED = {
 }
 
 
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights AND random BN statistics (so BN's beta/mean matter), eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) * 1.3 + 0.2)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
 class FlattenBN1d(nn.Module):
     """flatten (2x2 spatial) -> BatchNorm1d over features -> linear: BN sees feature blocks."""
 

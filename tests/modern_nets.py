@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine_nets import randomise
 
 INPUT_SHAPE = (3, 16, 16)
 
@@ -677,23 +676,3 @@ class ControlResNet(ConvClassifier):
 
     def __init__(self) -> None:
         super().__init__(conv_bn(3, 16, 3, stride=2), _BasicBlock(16), 16)
-
-
-# ----------------------------------------------------------------------------------------------
-# Random state
-# ----------------------------------------------------------------------------------------------
-
-def randomise_all(model: nn.Module, seed: int = 0) -> nn.Module:
-    """engine_nets.randomise (random weights and BN statistics, eval mode), plus random
-    LayerNorm affine parameters and nn.MultiheadAttention input biases, which PyTorch
-    initialises to 1 / 0 and so would hide a wrongly cut bias."""
-    randomise(model, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 1.3 + 0.2)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 - 1)
-            elif isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is not None:
-                m.in_proj_bias.copy_(torch.rand(m.in_proj_bias.shape, generator=g) * 0.4 - 0.2)
-    return model

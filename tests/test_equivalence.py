@@ -12,9 +12,10 @@ import torch
 
 import prunekit
 from engine_nets import (FlattenBN1d, FlattenLinear, GroupedConvNet, OptionAShortcut,
-                         ShuffleNet, SigmoidGate, TwoBranchConcat, randomise)
+                         ShuffleNet, SigmoidGate, TwoBranchConcat)
 from prunekit import models
 from prunekit.metrics import count_macs, count_params
+from prunekit.testing import assert_prunes_exactly, randomise
 
 FAMILIES = {
     "vgg_small": models.vgg_small,
@@ -51,15 +52,8 @@ def test_pruned_equals_masked(name, scope, importance):
     model = _build(name)
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     ignore = NO_BN.get(name, []) if importance.startswith("bn") else []
-    plan = prunekit.plan(model, x[:1], ratio=0.5, importance=importance, scope=scope,
-                         ignore=ignore, data=_data())
-    result = plan.apply()
-    masked = plan.mask()
-    with torch.no_grad():
-        dense, pruned, zeroed = model(x), result.model(x), masked(x)
-    assert result.removed, "nothing was pruned"
-    torch.testing.assert_close(pruned, zeroed, atol=1e-5, rtol=0)
-    assert (pruned - dense).abs().max() > 1e-3, "pruning changed nothing: the test is vacuous"
+    result = assert_prunes_exactly(model, x, ratio=0.5, importance=importance, scope=scope,
+                                   ignore=ignore, data=_data())
     assert result.after["params"] == count_params(result.model) < result.before["params"]
     assert result.after["macs"] == count_macs(result.model, x[:1]) < result.before["macs"]
 
@@ -68,19 +62,14 @@ def test_pruned_equals_masked(name, scope, importance):
 def test_more_criteria_equivalent(importance):
     model = _build("resnet8")
     x = torch.randn(2, 1, 8, 8)
-    plan = prunekit.plan(model, x[:1], ratio=0.3, importance=importance, data=_data())
-    with torch.no_grad():
-        torch.testing.assert_close(plan.apply().model(x), plan.mask()(x), atol=1e-5, rtol=0)
+    assert_prunes_exactly(model, x, ratio=0.3, importance=importance, data=_data())
 
 
 @pytest.mark.parametrize("name", ["vgg_small", "resnet8", "mobilenetv2_small", "grouped_conv"])
 def test_round_to_equivalent_and_multiples(name):
     model = _build(name)
     x = torch.randn(2, 1, 8, 8)
-    plan = prunekit.plan(model, x[:1], ratio=0.4, round_to=4)
-    result = plan.apply()
-    with torch.no_grad():
-        torch.testing.assert_close(result.model(x), plan.mask()(x), atol=1e-5, rtol=0)
+    plan = assert_prunes_exactly(model, x, ratio=0.4, round_to=4).plan
     for g in plan.graph.groups:
         if g.index in plan.removed:
             assert (g.size - len(plan.removed[g.index])) % 4 == 0

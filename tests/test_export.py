@@ -9,6 +9,7 @@ from torch import nn
 from prunekit.export import (architecture_spec, export_program, load_program, load_pruned,
                              save_pruned)
 from prunekit.models import build_model
+from prunekit.testing import randomise
 
 
 def _cut_first_block(model: nn.Module, keep: list[int]) -> nn.Module:
@@ -30,12 +31,7 @@ def _cut_first_block(model: nn.Module, keep: list[int]) -> nn.Module:
 @pytest.fixture
 def pruned_vgg():
     torch.manual_seed(0)
-    model = build_model("vgg_small")
-    with torch.no_grad():  # non-trivial BN statistics, so a lost buffer would show
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+    model = randomise(build_model("vgg_small"))  # random BN statistics: a lost buffer shows
     return _cut_first_block(model, keep=[0, 3, 4, 9, 17, 30]).eval()
 
 

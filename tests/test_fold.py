@@ -10,6 +10,8 @@ from torch import nn
 
 import prunekit
 from prunekit.data import make_loaders
+from prunekit.testing import randomise
+from prunekit.verify import output_error
 from prunekit.fold import fold_batchnorm, fold_conv_bn, foldable_pairs
 from prunekit.zoo import list_pretrained, load_pretrained
 
@@ -22,20 +24,19 @@ def images() -> torch.Tensor:
     return next(iter(make_loaders("mnist", seed=0, eval_batch_size=256).test))[0]
 
 
-def _random_bn(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
-    g = torch.Generator().manual_seed(seed)
+def _with_negative_gammas(bn: nn.BatchNorm2d, seed: int) -> nn.BatchNorm2d:
+    """prunekit.testing.randomise, with every other gamma negative (a fold must keep signs)."""
+    randomise(bn, seed)
     with torch.no_grad():
-        for t, lo, hi in ((bn.weight, -2, 2), (bn.bias, -1, 1), (bn.running_mean, -1, 1),
-                          (bn.running_var, 0.1, 3)):
-            t.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=g))
-    return bn.eval()
+        bn.weight[::2] *= -1
+    return bn
 
 
 @pytest.mark.parametrize("groups,bias", [(1, False), (1, True), (2, True), (6, False)])
 def test_fold_conv_bn_equals_conv_then_bn_and_torchs_own_fusion(groups, bias):
     torch.manual_seed(groups)
     conv = nn.Conv2d(6, 6, 3, padding=1, groups=groups, bias=bias).eval()
-    bn = _random_bn(nn.BatchNorm2d(6), groups)
+    bn = _with_negative_gammas(nn.BatchNorm2d(6), groups)
     x = torch.randn(4, 6, 9, 9)
     folded = fold_conv_bn(conv, bn)
     with torch.no_grad():
@@ -76,7 +77,7 @@ class _Shared(nn.Module):
 def test_only_a_bn_that_alone_reads_a_conv_is_folded():
     model = _Shared().eval()
     for bn in (model.bn, model.bn2):
-        _random_bn(bn, 3)
+        _with_negative_gammas(bn, 3)
     assert foldable_pairs(model) == []
     x = torch.randn(2, 1, 7, 7)
     with torch.no_grad():
@@ -95,7 +96,7 @@ def test_every_zoo_model_folded_equals_unfolded_dense_and_pruned(name, images):
         assert len(foldable_pairs(model)) == bns                # every BN of the zoo folds
         with torch.no_grad():
             want, got = model(images), folded(images)
-        error = float((got - want).abs().max()) / float(want.abs().max())
+        error = output_error(got, want)
         assert error < TOLERANCE, f"{name}: relative error {error:.2e}"
         assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from engine_nets import (UNSUPPORTED, FlattenLinear, GroupedConvNet, HardCodedView,
-                         OptionAShortcut, TwoBranchConcat, randomise)
+                         OptionAShortcut, TwoBranchConcat)
 from prunekit import PruningError, models
+from prunekit.testing import randomise
 from prunekit.graph import build_graph
 from prunekit.metrics import count_macs
 

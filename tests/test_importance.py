@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine_nets import TinyConvNet, randomise
+from engine_nets import TinyConvNet
+from prunekit.testing import randomise
 from prunekit import PruningError, importance, models
 from prunekit.graph import build_graph
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from engine_nets import TinyConvNet, randomise
+from engine_nets import TinyConvNet
+from prunekit.testing import randomise
 from prunekit import oracle_cache
 from prunekit.data import make_loaders
 from prunekit.importance import oracle

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import prunekit
-from engine_nets import GroupedConvNet, SigmoidAct, randomise
+from engine_nets import GroupedConvNet, SigmoidAct
+from prunekit.testing import changes, randomise, snapshot
 from prunekit import PruningError, models
 from prunekit import surgery
 from prunekit.graph import build_graph
@@ -22,22 +23,13 @@ def _widths(model):
     return tuple(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def _snapshot(model):
-    return str(model), {k: v.clone() for k, v in model.state_dict().items()}
-
-
 def _unchanged(model, snap):
-    text, state = snap
-    assert str(model) == text
-    current = model.state_dict()
-    assert current.keys() == state.keys()
-    for k, v in current.items():
-        assert torch.equal(v, state[k]), k
+    assert not changes(model, snap), changes(model, snap)
 
 
 def test_vgg_half_local_exact_widths_and_metrics():
     model = models.vgg_small()
-    snap = _snapshot(model)
+    snap = snapshot(model)
     result = prunekit.prune(model, X, ratio=0.5)
     assert _widths(result.model) == (16, 32, 64, 64)
     assert result.model.classifier.out_features == 10 and result.model.classifier.in_features == 64
@@ -113,7 +105,7 @@ def test_inplace_modifies_the_given_model():
 @pytest.mark.parametrize("inplace", [False, True])
 def test_bad_requests_raise_and_leave_model_unchanged(kwargs, message, inplace):
     model = randomise(models.vgg_small()).train()
-    snap = _snapshot(model)
+    snap = snapshot(model)
     with pytest.raises(PruningError, match=message):
         prunekit.prune(model, X, inplace=inplace, **kwargs)
     _unchanged(model, snap)
@@ -123,12 +115,12 @@ def test_bad_requests_raise_and_leave_model_unchanged(kwargs, message, inplace):
 @pytest.mark.parametrize("inplace", [False, True])
 def test_unsupported_op_and_bad_input_leave_model_unchanged(inplace):
     model = randomise(SigmoidAct())
-    snap = _snapshot(model)
+    snap = snapshot(model)
     with pytest.raises(PruningError, match="Sigmoid"):
         prunekit.prune(model, X, inplace=inplace)
     _unchanged(model, snap)
     vgg = models.vgg_small()
-    snap = _snapshot(vgg)
+    snap = snapshot(vgg)
     with pytest.raises(PruningError, match="example input"):
         prunekit.prune(vgg, torch.randn(1, 3, 8, 8), inplace=inplace)
     _unchanged(vgg, snap)
@@ -136,7 +128,7 @@ def test_unsupported_op_and_bad_input_leave_model_unchanged(inplace):
 
 def test_failure_half_way_through_inplace_surgery_rolls_back(monkeypatch):
     model = randomise(models.resnet8())
-    snap = _snapshot(model)
+    snap = snapshot(model)
     real_swap, calls = surgery._swap, []
 
     def flaky_swap(root, name, module):
@@ -230,7 +222,7 @@ def test_masked_copy_is_full_size_and_zeroes_bn_beta():
 @pytest.mark.parametrize("schedule", ["linear", "geometric"])
 def test_prune_iteratively(schedule):
     model = models.vgg_small()
-    snap = _snapshot(model)
+    snap = snapshot(model)
     tuned = []
     final, history = prunekit.prune_iteratively(
         model, X, target=0.5, steps=2, schedule=schedule, fine_tune=tuned.append,
@@ -264,3 +256,28 @@ def test_global_raw_ranking_is_network_slimmings_threshold():
     normalised = prunekit.prune(model, x, ratio=0.3, importance="bn_scale", scope="global", max_ratio=1.0)
     assert normalised.removed != raw.removed
     assert sum(map(len, raw.removed.values())) == sum(map(len, normalised.removed.values()))
+
+
+def test_settings_are_checked_once_per_call(monkeypatch):
+    from prunekit.settings import Settings
+
+    calls = []
+    check = Settings._check
+    monkeypatch.setattr(Settings, "_check", lambda self: (calls.append(1), check(self)))
+    prunekit.prune(models.vgg_small(), X, ratio=0.5)
+    assert len(calls) == 1
+    with pytest.raises(PruningError, match=r"unknown setting\(s\) \['ration'\]"):
+        prunekit.plan(models.vgg_small(), X, ration=0.5)
+
+
+def test_old_import_paths_work_and_no_name_shadows_a_module():
+    """``prunekit.plan`` / ``prunekit.prune`` are the functions; the modules that once had
+    those names live on as import aliases of :mod:`prunekit.planning` (notebooks use them)."""
+    from prunekit import iterative, planning
+    from prunekit.plan import Plan
+    from prunekit.prune import prune, schedule_keep
+
+    assert Plan is planning.Plan and prune is planning.prune
+    assert schedule_keep is iterative.schedule_keep
+    assert prunekit.plan is planning.plan and prunekit.prune is planning.prune
+    assert callable(prunekit.plan) and callable(prunekit.prune)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from engine_nets import randomise
+from prunekit.testing import randomise
 from prunekit import models, sparsity
 from prunekit.errors import PruningError
 from prunekit.graph import build_graph

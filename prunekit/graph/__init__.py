@@ -11,7 +11,8 @@ in every tensor that carries it, so we must also cut
   channels (Li et al., 2017, "Pruning Filters for Efficient ConvNets", section 3.3).
 
 We find these sets by tracing the model once with ``torch.fx`` (in eval mode) and running
-the traced graph on an example input, so every tensor's shape is known. Every tensor gets a
+the traced graph on an example input, so every tensor's shape is known -- both on a probe copy
+(:mod:`.preflight`), so the model you pass in is never run or changed. Every tensor gets a
 :class:`~prunekit.graph.flow.Flow`: which channel sits at each position -- along whatever
 axis the channels are (channels-first, channels-last, tokens, attention heads) -- and whether
 the value would be exactly zero if that channel were removed.
@@ -39,15 +40,22 @@ LayerNorm, GroupNorm           pin the channels they normalise together (removin
                                changes the others' statistics); the MLP inside is free
 attention                      whole heads (q, k, v rows + output columns) are the units
 model input / model output     pinned (the output keeps its classes unless named in ratios)
+a width used as a number       pinned (``x / x.shape[1]``, ``conv.out_channels`` read in
+                               forward(), a statistic of a parameter that would be cut)
+hooks, parametrizations,       refused (they compute where the trace cannot see them)
+in-place ops others read
 anything else                  refused with :class:`~prunekit.PruningError` -- unless every
                                channel it sees is pinned anyway (then nothing changes)
 =============================  ===========================================================
 
 A *group* (:class:`Group`) is every channel created together, with every layer that
 produces it (cuts output rows), normalises it, passes it through (depthwise) or reads it
-(cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.atoms` (union-find),
-:mod:`.flow` (per-tensor labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one
-module per op family), :mod:`.collect` (atoms -> groups), :mod:`.model` (the result).
+(cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.preflight` (what a
+trace cannot see; the probe copy), :mod:`.atoms` (union-find), :mod:`.flow` (per-tensor
+labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one module per op family),
+:mod:`.kinds` (the table of layer kinds), :mod:`.collect` (atoms -> groups), :mod:`.model`
+(the result). A plan made from the groups is checked before it is applied
+(:mod:`prunekit.verify`): the net under every rule.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from ..errors import PruningError
 from ..modules import PrunedMultiheadAttention
 from .collect import collect
 from .model import PRODUCER_ROLES, ROLE_TEXT, ChannelGraph, Group, MacSite, Member
+from .preflight import probe_copy, refuse_hidden_computation, watch_widths
 from .rules import FUNCTIONS, MODULES, QUALIFIED, opaque
 from .tracer import ChannelTracer
 
@@ -72,8 +81,9 @@ __all__ = ["Member", "Group", "ChannelGraph", "MacSite", "build_graph", "trace",
 class eval_mode:
     """Context manager: every module in eval mode inside, each one's own flag restored after.
 
-    Tracing and importance scoring must not touch BatchNorm running statistics, and restoring
-    ``model.train()`` wholesale would lose per-module choices (e.g. a frozen BN in eval)."""
+    Importance scoring and the checks after a cut must not touch BatchNorm running
+    statistics, and restoring ``model.train()`` wholesale would lose per-module choices (e.g.
+    a frozen BN in eval)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -97,52 +107,60 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx`` trace of ``model`` in eval mode (so stochastic depth / drop path, which
-    branch on ``self.training`` in Python, trace as the identity), with an error message a
-    student can act on."""
-    return fx.GraphModule(model, _trace_graph(model), type(model).__name__)
+    """``torch.fx`` trace of a copy of ``model`` in eval mode (so stochastic depth / drop path,
+    which branch on ``self.training`` in Python, trace as the identity), with an error message
+    a student can act on. ``model`` itself is not touched (see :mod:`.preflight`)."""
+    probe = probe_copy(model)
+    return fx.GraphModule(probe, _trace_graph(probe), type(model).__name__)
 
 
-def _trace_graph(model: nn.Module) -> fx.Graph:
+def _trace_graph(probe: nn.Module, width_reads: list | None = None) -> fx.Graph:
+    """The fx graph of ``probe`` -- a copy in eval mode: tracing runs ``forward()`` on
+    proxies, and code that stores them (``self.last = x``) must not touch the real model.
+    Layer widths that ``forward()`` reads as numbers are added to ``width_reads``."""
     try:
-        with eval_mode(model):
-            return _Tracer().trace(model)
+        with watch_widths(probe) as reads:
+            graph = _Tracer().trace(probe)
+        if width_reads is not None:
+            width_reads += reads
+        return graph
     except Exception as e:  # noqa: BLE001 -- fx raises many types; all mean the same here
         raise PruningError(
-            f"torch.fx could not trace {type(model).__name__}: {e}. prunekit needs a forward() "
+            f"torch.fx could not trace {type(probe).__name__}: {e}. prunekit needs a forward() "
             "without Python control flow that depends on tensor values") from e
 
 
 def as_input_tuple(example_inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """Accept one example tensor or a tuple/list of them; refuse anything else."""
+    """Accept one example tensor or a tuple/list of them; refuse anything else, and empty
+    tensors (a batch of 0 samples shows nothing about the channels)."""
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     if not inputs or not all(isinstance(t, Tensor) for t in inputs):
         raise PruningError("example_inputs must be a tensor shaped like one batch of real input, "
                            f"e.g. torch.randn(1, 3, 32, 32); got {type(example_inputs).__name__}")
+    empty = next((t for t in inputs if t.numel() == 0), None)
+    if empty is not None:
+        raise PruningError(f"example input of shape {tuple(empty.shape)} is empty: pass at least "
+                           "one sample, e.g. torch.randn(1, C, H, W)")
     return tuple(inputs)
 
 
 def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor]) -> ChannelGraph:
     """Trace ``model`` once on ``example_inputs`` and return its coupled channel groups.
 
-    The model is traced and run in eval mode under ``torch.no_grad()`` (no BatchNorm
-    statistic changes); every module's train/eval flag is restored afterwards. The example
-    input is moved to the model's device (CPU or GPU) first.
+    The trace and the run on the example input happen on a deep copy in eval mode under
+    ``torch.no_grad()`` (:func:`.preflight.probe_copy`): ``model`` itself -- its tensors,
+    train/eval flags and attributes -- is never run or changed. The example input is moved to
+    the model's device (CPU or GPU) first.
     """
     if not isinstance(model, nn.Module):
         raise PruningError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = to_device(as_input_tuple(example_inputs), device_of(model))
-    graph = _trace_graph(model)
-    tracer = ChannelTracer(model, graph, MODULES, FUNCTIONS, QUALIFIED, opaque)
-    with eval_mode(model), torch.no_grad():
-        try:
-            tracer.run(*inputs)
-        except PruningError:
-            raise
-        except Exception as e:  # noqa: BLE001 -- a shape mismatch surfaces as many types
-            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-            raise PruningError(
-                f"running the model on example input(s) of shape {shapes} failed: {e}. Pass "
-                "an example input shaped like one real batch, e.g. torch.randn(1, C, H, W) "
-                "with the channels and size the model was built for") from e
+    refuse_hidden_computation(model)
+    probe = probe_copy(model)
+    width_reads: list[tuple[str, str]] = []
+    graph = _trace_graph(probe, width_reads)
+    tracer = ChannelTracer(probe, graph, MODULES, FUNCTIONS, QUALIFIED, opaque)
+    tracer.width_reads = width_reads
+    with torch.no_grad():
+        tracer.run(*inputs)
     return collect(tracer, graph, inputs)

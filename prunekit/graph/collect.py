@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from ..errors import PruningError
+from .flow import Flow
+from .kinds import KINDS
+from .preflight import WIDTHS
 from .model import ChannelGraph, Group, Member
-from .tracer import ChannelTracer
+from .tracer import ChannelTracer, storage_key
 
 __all__ = ["collect"]
-
-_ROLES = {"conv": {"out": "out", "in": "in"}, "gconv": {"out": "out", "in": "in"},
-          "linear": {"out": "out", "in": "in"}, "dwconv": {"out": "dw"}, "bn": {"out": "bn"},
-          "mha": {"in": "in", "heads": "heads"}, "mha_out": {"out": "out"}}
-
 
 class _Layout:
     """Atom -> (group, channel) numbering, fixed once all unions are done."""
@@ -92,6 +90,7 @@ def _set_parents(set_of: Tensor, root: Tensor, count: int) -> Tensor:
 
 
 def collect(tr: ChannelTracer, graph: fx.Graph, inputs: tuple[Tensor, ...]) -> ChannelGraph:
+    _merge_layer_params(tr)
     layout = _Layout(tr)
     groups = [Group(i, len(roots), base=layout.bases[i]) for i, roots in enumerate(layout.groups)]
     _mark(tr, layout, groups)
@@ -100,10 +99,16 @@ def collect(tr: ChannelTracer, graph: fx.Graph, inputs: tuple[Tensor, ...]) -> C
     params = {key: (axis, layout.ids(atoms)) for key, (axis, atoms) in tr.param_sites.items()}
     for name, d in dims.items():
         for dim, ids in d.items():
-            _add_members(groups, name, _ROLES[tr.kinds[name]][dim], ids)
+            _add_members(groups, name, KINDS[tr.kinds[name]].roles[dim], ids)
     for (owner, tensor), (axis, ids) in params.items():
         _add_members(groups, owner, "param", ids, tensor, axis)
     _pin_opaque_owners(tr, groups)
+    _pin_whole_reads(tr, groups)
+    _pin_width_reads(tr, groups)
+    _pin_shared_tensors(tr.model, groups)
+    for atoms, why in tr.min_keep:
+        for g in layout.groups_of(atoms):
+            groups[g].min_keep, groups[g].min_keep_why = 2, why
     _check_requirements(tr, layout, groups)
     sites = [type(s)(s.total, tuple(layout.ids(m) for m in s.maps)) for s in tr.mac_sites]
     checks: dict[int, list[str]] = defaultdict(list)
@@ -111,7 +116,9 @@ def collect(tr: ChannelTracer, graph: fx.Graph, inputs: tuple[Tensor, ...]) -> C
         for g in layout.groups_of(atoms):
             checks[g].append(node)
     return ChannelGraph(groups, dims, dict(tr.kinds), params, sites, graph, tr.model, inputs,
-                        dict(checks))
+                        dict(checks), divisors=set(tr.divisors) & set(params),
+                        node_ids={n.name: layout.ids(f.labels) for n, f in tr.flows.items()
+                                  if isinstance(f, Flow)})
 
 
 def _mark(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:
@@ -171,6 +178,71 @@ def _pin_opaque_owners(tr: ChannelTracer, groups: list[Group]) -> None:
             if any(m.module == o or m.module.startswith(o + ".") for o in tr.opaque_owners):
                 g.pinned = g.pinned or f"'{m.module}' is also used by an op prunekit has no " \
                                        "rule for"
+
+
+def _merge_layer_params(tr: ChannelTracer) -> None:
+    """A layer's own parameter used per channel somewhere else (``x * conv1.bias.view(...)``)
+    is cut by two things: its layer's output channels and the channels it meets. Make those
+    one channel each -- or pin both when the layouts differ."""
+    for (owner, name), (axis, atoms) in list(tr.param_sites.items()):
+        if owner not in tr.kinds:
+            continue
+        rows = tr.sites.get(owner, {}).get("out")
+        del tr.param_sites[(owner, name)]
+        why = f"'{owner}.{name}' is used per channel outside its layer in a layout prunekit " \
+              "cannot cut with the layer"
+        if name in KINDS[tr.kinds[owner]].per_channel and axis == 0 and \
+                rows is not None and rows.shape == atoms.shape:
+            tr.atoms.union_pairs(rows, atoms)
+        else:
+            tr.atoms.pin(atoms, why)
+            if rows is not None:
+                tr.atoms.pin(rows, why)
+
+
+def _touches(member: Member, owner: str, name: str) -> bool:
+    """Does cutting ``member`` change tensor ``owner.name``?"""
+    if member.role == "param":
+        return (member.module, member.tensor) == (owner, name)
+    return member.module == owner
+
+
+def _pin_whole_reads(tr: ChannelTracer, groups: list[Group]) -> None:
+    """A tensor read whole (``g.mean()``, ``conv.weight.norm()``) must keep all its entries."""
+    for (owner, name), node in tr.whole_params.items():
+        for g in groups:
+            if any(_touches(m, owner, name) for m in g.members):
+                g.pinned = g.pinned or f"'{owner + '.' if owner else ''}{name}' is read whole " \
+                                       f"at node '{node}' (a statistic of it changes with a cut)"
+
+
+def _pin_width_reads(tr: ChannelTracer, groups: list[Group]) -> None:
+    """``forward()`` read a layer's width as a Python number: it is a constant in the trace, so
+    the channels it counts must keep their number."""
+    for layer, attr in tr.width_reads:
+        side = WIDTHS[attr]
+        for g in groups:
+            if any(m.module == layer and (m.role == "in") == (side == "in") and m.role != "param"
+                   for m in g.members):
+                g.pinned = g.pinned or f"forward() reads '{layer}.{attr}' as a number (a " \
+                                       "constant in the trace, which a cut would change)"
+
+
+def _pin_shared_tensors(model: nn.Module, groups: list[Group]) -> None:
+    """Tied weights (``c2.weight = c1.weight``, or two Parameters on one storage): a cut of one
+    layer would untie them, so every group that would cut such a tensor is pinned."""
+    by_storage: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for path, m in model.named_modules():
+        for name, t in [*m._parameters.items(), *m._buffers.items()]:
+            key = storage_key(t) if isinstance(t, Tensor) else None
+            if key is not None:
+                by_storage[key].append((path, name))
+    for owners in (o for o in by_storage.values() if len(o) > 1):
+        text = " and ".join(f"'{p + '.' if p else ''}{n}'" for p, n in owners)
+        for g in groups:
+            if any(_touches(m, p, n) for m in g.members for p, n in owners):
+                g.pinned = g.pinned or f"{text} share one tensor (tied weights); cutting one " \
+                                       "would untie them"
 
 
 def _check_requirements(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:

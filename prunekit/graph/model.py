@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..errors import PruningError
+from .kinds import KINDS
 
 __all__ = ["Member", "Group", "ChannelGraph", "MacSite", "ROLE_TEXT", "PRODUCER_ROLES"]
 
@@ -83,6 +84,8 @@ class Group:
     blocks: int = 1                # remove the same number from each of `blocks` blocks
     block_of: Tensor | None = None  # the block of each channel, when blocks > 1
     base: int = 0                  # global id of channel 0 (ids are base .. base + size - 1)
+    min_keep: int = 1              # at least this many channels stay (e.g. a squeeze() reads it)
+    min_keep_why: str = ""
 
     def modules(self, role: str | None = None) -> list[str]:
         """Names of member layers (optionally only those with one role), in trace order."""
@@ -153,7 +156,8 @@ class ChannelGraph:
     ``dims[layer][dim]``: the global channel id (see :attr:`Group.base`) at each position of
     that layer's dimension -- ``"out"`` (rows), ``"in"`` (columns), ``"heads"`` (attention
     q/k/v rows); ``params[(owner, name)] = (axis, ids)`` for per-channel parameters;
-    ``kinds[layer]`` says how surgery cuts it (conv, dwconv, gconv, linear, bn, mha).
+    ``kinds[layer]`` names its kind in :data:`prunekit.graph.kinds.KINDS` (how it is cut,
+    zeroed and scored).
     ``fx_graph`` is the ``torch.fx`` trace (eval mode) of ``root``, the model the graph was
     built from; :attr:`gm` makes it a runnable ``GraphModule`` (for the oracle's replay).
     """
@@ -167,6 +171,8 @@ class ChannelGraph:
     root: nn.Module = field(repr=False)
     example_inputs: tuple[Tensor, ...] = ()
     checks: dict[int, list[str]] = field(default_factory=dict)  # group -> run-time-size nodes
+    divisors: set[tuple[str, str]] = field(default_factory=set)  # params we divide by: not zeroed
+    node_ids: dict[str, Tensor] = field(default_factory=dict, repr=False)  # node -> channel ids
 
     @property
     def gm(self) -> fx.GraphModule:
@@ -248,32 +254,35 @@ class ChannelGraph:
         alive = self.alive(removed)
         return sum(site.macs(alive) for site in self.mac_sites)
 
-    def zero_slices(self, model: nn.Module, group: Group,
-                    units: Tensor) -> list[tuple[Tensor, int, Tensor]]:
-        """``(tensor, dim, index)`` triples of ``model`` that, set to zero, make ``units`` of
-        ``group`` zero everywhere: producer rows and biases, depthwise rows, attention q/k/v
-        rows, BN gamma and beta (for a BN without affine parameters its running mean, so it
-        maps 0 to 0), per-channel parameters. The zero-mask twin and the oracle use them."""
-        slices = []
+    def zero_sites(self, group: Group, units: Tensor) -> list[tuple[str, str, int, Tensor]]:
+        """``(layer, tensor name, dim, index)``: the tensor slices that, set to zero, make
+        ``units`` of ``group`` zero everywhere -- producer rows and biases, depthwise rows,
+        attention q/k/v rows, BN gamma and beta (for a BN without affine parameters its
+        running mean, so it maps 0 to 0), per-channel parameters (not those we divide by:
+        ``x / g`` is 0 already, and ``g = 0`` would make it 0 / 0)."""
+        sites = []
         for m in group.members:
             index = m.rows(units)
             if m.role == "in" or not len(index):
                 continue
-            layer = model.get_submodule(m.module)
             if m.role == "param":
-                t = getattr(layer, m.tensor).data
-                slices.append((t, m.axis, index.to(t.device)))
+                if (m.module, m.tensor) not in self.divisors:
+                    sites.append((m.module, m.tensor, m.axis, index))
                 continue
-            if m.role == "heads":
-                names = ("in_proj_weight", "in_proj_bias")
-            elif m.role == "bn" and getattr(layer, "weight", None) is None:
-                names = ("running_mean",)
-            else:
-                names = ("weight", "bias")
-            for name in names:
-                t = getattr(layer, name, None)
-                if isinstance(t, Tensor):     # the index on the tensor's device (CPU or GPU)
-                    slices.append((t.data, 0, index.to(t.device)))
+            layer = self.root.get_submodule(m.module)
+            for name, dim in KINDS[self.kinds[m.module]].zeroed(layer):
+                sites.append((m.module, name, dim, index))
+        return sites
+
+    def zero_slices(self, model: nn.Module, group: Group,
+                    units: Tensor) -> list[tuple[Tensor, int, Tensor]]:
+        """:meth:`zero_sites` as ``(tensor, dim, index)`` triples of ``model`` (the index on
+        the tensor's device): what the zero-mask twin and the oracle set to zero."""
+        slices = []
+        for path, name, dim, index in self.zero_sites(group, units):
+            t = getattr(model.get_submodule(path), name, None)
+            if isinstance(t, Tensor):
+                slices.append((t.data, dim, index.to(t.device)))
         return slices
 
     def __str__(self) -> str:

@@ -72,42 +72,140 @@ class ChannelTracer(fx.Interpreter):
         self.mac_sites: list[MacSite] = []
         self.checks: list[tuple[str, Tensor]] = []   # (node, atoms): sizes read at run time
         self.opaque_owners: set[str] = set()
+        self.whole_params: dict[tuple[str, str], str] = {}   # (owner, name) -> node reading it
+        self.divisors: set[tuple[str, str]] = set()         # per-channel params we divide by
+        self.min_keep: list[tuple[Tensor, str]] = []        # (atoms, why at least 2 must stay)
+        self.input_shapes: list[tuple[int, ...]] = []
+        self.width_reads: list[tuple[str, str]] = []        # (layer, "out_channels") read in forward
+        self.shape_sources: dict[fx.Node, SizeSources] = {}  # constants shaped by run-time sizes
+        self.order: dict[fx.Node, int] = {}
+        self.param_memory: set[int] | None = None           # storage keys of the parameters
         self.shapes: dict[fx.Node, torch.Size] = {}
         self._fresh: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------------------------------
-    # fx.Interpreter hook
+    # fx.Interpreter hooks
     # ------------------------------------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.input_shapes = [tuple(a.shape) for a in args if isinstance(a, Tensor)]
+        self.order = {node: i for i, node in enumerate(self.graph.nodes)}
+        return super().run(*args, **kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
+        """Compute node ``n`` (an error there is the model's, on this input), then follow its
+        channels (an error there is a rule's: refused, naming the node)."""
+        self.guard_parameters(n)
+        try:
+            value = super().run_node(n)
+        except PruningError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- a shape mismatch surfaces as many types
+            raise PruningError(self.input_message(n, e)) from e
         if isinstance(value, Tensor):
             self.shapes[n] = value.shape       # fx frees values after their last use; shapes stay
+        try:
+            self.follow(n, value)
+        except PruningError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- a rule that does not know this case
+            raise self.refuse(n, f"prunekit's rule for it does not handle this call "
+                              f"({type(e).__name__}: {e})") from e
+        return value
+
+    def guard_parameters(self, n: fx.Node) -> None:
+        """The probe shares its parameters with your model: an op that writes into one in
+        place (``self.w.clamp_(-1, 1)`` in forward) is refused before it runs."""
+        target = n.args[0] if n.args else None
+        if not isinstance(target, fx.Node) or not in_place(n, self._module_of(n)):
+            return
+        value = self.env.get(target)
+        if self.param_memory is None:
+            self.param_memory = {storage_key(p) for p in self.module.parameters()} - {None}
+        if isinstance(value, Tensor) and storage_key(value) in self.param_memory:
+            raise self.refuse(n, "forward() writes into a parameter in place; prunekit "
+                              "does not run code that changes your model's weights")
+
+    def follow(self, n: fx.Node, value: Any) -> None:
+        """Give ``n``'s value a flow (channels), a parameter view, a size -- or nothing."""
         if n.op == "placeholder":
             if isinstance(value, Tensor):
                 self.flows[n] = self.input_flow(value)
         elif n.op == "get_attr":
-            if isinstance(value, Tensor):
-                owner, _, name = str(n.target).rpartition(".")
-                ids = torch.arange(value.numel()).reshape(value.shape)
-                self.params[n] = ParamFlow(owner, name, ids, tuple(value.shape))
+            self.read_attribute(n, value)
         elif n.op == "output":
             for arg in _nodes_in(n.args):
                 for flow in _flows_in(self.flows.get(arg)):
                     self.atoms.mark_output(flow.labels)
         elif not self.track_sizes(n, value) and _has_tensor(value):
+            flow = None
             if any(a in self.flows for a in n.all_input_nodes):
-                self.flows[n] = self.rule(n, value)
-                _check_layout(n, self.flows[n], value)
+                flow = self.rule(n, value)
+                if flow is not None:                # None: a constant (e.g. ones.to(x))
+                    _check_layout(n, flow, value)
+                    self.check_in_place(n, flow)
+                    self.flows[n] = flow
             elif any(a in self.params for a in n.all_input_nodes):
                 self.move_param(n, value)
-        return value
+            if flow is None and n not in self.params:
+                self.constant_shape(n)
+
+    def input_message(self, n: fx.Node, e: Exception) -> str:
+        shapes = ", ".join(str(s) for s in self.input_shapes)
+        return (f"running the model on example input(s) of shape {shapes} failed at node "
+                f"'{n.name}' = {op_name(n, self._module_of(n))}: {e}. Pass an example input "
+                "shaped like one real batch, e.g. torch.randn(1, C, H, W) with the channels "
+                "and size the model was built for")
+
+    def _module_of(self, n: fx.Node) -> nn.Module | None:
+        return self.module.get_submodule(str(n.target)) if n.op == "call_module" else None
+
+    def read_attribute(self, n: fx.Node, value: Any) -> None:
+        """A registered parameter or buffer can be cut with its channels; any other tensor
+        attribute (a plain ``self.scale = torch.ones(...)``, a constant fx stored) is a
+        constant that surgery would not find, so it is left without a parameter view."""
+        owner, _, name = str(n.target).rpartition(".")
+        layer = self.module.get_submodule(owner)
+        if isinstance(value, Tensor) and (name in layer._parameters or name in layer._buffers):
+            ids = torch.arange(value.numel()).reshape(value.shape)
+            self.params[n] = ParamFlow(owner, name, ids, tuple(value.shape))
 
     def input_flow(self, value: Tensor) -> Flow:
-        """A model input: its channels (dim 1) exist before the model, so they are pinned."""
-        axis = 1 if value.dim() >= 2 else 0
-        width = value.shape[axis] if value.dim() else 1
-        atoms = self.atoms.new_set(width, "model input", pinned="model input")
-        return Flow.along(atoms, axis, max(value.dim(), 1))
+        """A model input exists before the model, so none of it can be removed: one pinned
+        atom for the whole tensor -- whatever axis its channels are on (an image's (N, C, H, W)
+        or a token sequence's (N, T, C))."""
+        atoms = self.atoms.new_set(1, "model input", pinned="model input")
+        return Flow.along(atoms, 0, value.dim()) if value.dim() else Flow(
+            atoms.reshape(()), torch.ones((), dtype=torch.bool))
+
+    # -- in-place ops ------------------------------------------------------------------------
+    def check_in_place(self, n: fx.Node, flow: Any) -> None:
+        """``y.add_(1)`` changes ``y`` itself: a later reader of ``y`` (or of a view of it) sees
+        the new values under the old node. Fine when the channels and zeros stay as they were
+        (``relu_``); otherwise refused, naming the reader."""
+        target = n.args[0] if n.args else None
+        if not in_place(n, self._module_of(n)) or not isinstance(target, fx.Node):
+            return
+        old = self.flows.get(target)
+        if isinstance(old, Flow) and isinstance(flow, Flow) and _same_flow(old, flow,
+                                                                           self.shapes[n]):
+            return
+        reader = self._read_after(target, n)
+        if reader is not None:
+            raise self.refuse(n, f"it changes '{target.name}' in place and node '{reader}' "
+                              "reads it afterwards, so the channels there are not what the "
+                              f"graph says; {_out_of_place_advice(n, target.name)}")
+
+    def _read_after(self, target: fx.Node, n: fx.Node) -> str | None:
+        """A node still to run that reads ``target``'s tensor or a view of its memory."""
+        t = self.env.get(target)
+        dying = set(self.user_to_last_uses.get(n, []))
+        for node, value in self.env.items():
+            if node in dying or not isinstance(value, Tensor) or not isinstance(t, Tensor):
+                continue
+            if node is target or _shares_memory(value, t):
+                return next((u.name for u in node.users if u is not n and
+                             self.order[u] > self.order[n]), node.name)
+        return None
 
     def rule(self, n: fx.Node, value: Any) -> Any:
         if n.op == "call_module":
@@ -126,6 +224,9 @@ class ChannelTracer(fx.Interpreter):
     def track_sizes(self, n: fx.Node, value: Any) -> bool:
         """Record where an int came from; True if ``n`` is such a size computation."""
         name, args = fn_name(n), n.args
+        if name == "numel" and args and isinstance(args[0], fx.Node) and args[0] in self.shapes:
+            self.sizes[n] = frozenset((args[0], d) for d in range(len(self.shapes[args[0]])))
+            return True
         if name in ("size", "getattr") and args and isinstance(args[0], fx.Node) and (
                 name == "size" or args[1] == "shape"):
             src = args[0]
@@ -152,6 +253,44 @@ class ChannelTracer(fx.Interpreter):
         found = self.sizes.get(arg, frozenset()) if isinstance(arg, fx.Node) else frozenset()
         return found if isinstance(found, frozenset) else frozenset().union(*found)
 
+    def constant_shape(self, n: fx.Node) -> None:
+        """A tensor built in forward() whose shape comes from sizes read at run time
+        (``torch.ones(x.size())``, ``zeros_like(x)``, or an op on such a tensor): remember
+        which tensor dims it follows."""
+        found = frozenset(self.shape_sources.get(n, frozenset()))
+        for a in n.all_input_nodes:
+            found |= self.sources(a) | self.shape_sources.get(a, frozenset())
+        if found:
+            self.shape_sources[n] = found
+
+    def pin_shape_sources(self, node: Any, n: fx.Node) -> None:
+        """A constant meets channels at ``n``: the channels its shape was read from must not
+        change (its shape would, and no longer fit)."""
+        for src, axis in self.shape_sources.get(node, frozenset()) if isinstance(
+                node, fx.Node) else ():
+            flow = self.flow(src)
+            if flow is not None and src in self.shapes:
+                labels = self.aligned(flow, len(self.shapes[src])).labels
+                if labels.shape[axis] > 1:
+                    self.atoms.pin(labels, f"the shape of a tensor built in forward() follows "
+                                   f"node '{src.name}' (dim {axis}) and meets other channels at "
+                                   f"node '{n.name}'")
+
+    def size_as_number(self, arg: Any, n: fx.Node) -> None:
+        """A size read at run time is used as a *number* by ``n`` (``x / x.shape[1]``,
+        ``y * math.sqrt(c)``): a cut along that dim would change the result, so the channels
+        it counts are pinned (and a parameter whose shape it reads is kept whole)."""
+        for src, axis in self.sources(arg):
+            flow = self.flow(src)
+            if flow is not None and src in self.shapes:
+                labels = self.aligned(flow, len(self.shapes[src])).labels
+                if labels.shape[axis] > 1:
+                    self.atoms.pin(labels, f"the width of node '{src.name}' (dim {axis}) is "
+                                   f"used as a number at node '{n.name}' ({op_name(n)}): a cut "
+                                   "would change it")
+            elif src in self.params:
+                self.read_whole(src, n)
+
     # ------------------------------------------------------------------------------------------
     # Parameters read with get_attr and reshaped before use (layer scale, pos. embedding)
     # ------------------------------------------------------------------------------------------
@@ -160,18 +299,33 @@ class ChannelTracer(fx.Interpreter):
                               "to", "type_as", "float", "half", "getitem", "repeat", "t"})
 
     def move_param(self, n: fx.Node, value: Any) -> None:
-        """Follow a parameter through shape-only ops by running them on its element ids."""
-        src = next(a for a in n.all_input_nodes if a in self.params)
-        p = self.params[src]
+        """Follow a parameter through shape-only ops by running them on its element ids. Any
+        other op (``g.mean()``, ``w.abs()``, ``w.norm()``) reads the parameter *whole*: its
+        result depends on every entry, so the parameter must not be cut (see
+        :meth:`read_whole`)."""
+        sources = [a for a in n.all_input_nodes if a in self.params]
         name = fn_name(n)
-        if not isinstance(value, Tensor) or name not in self._PARAM_MOVES:
+        if not isinstance(value, Tensor) or name not in self._PARAM_MOVES or len(sources) > 1:
+            for a in sources:
+                self.read_whole(a, n)
             return
+        src = sources[0]
+        p = self.params[src]
         if name in ("to", "type_as", "float", "half", "contiguous", "clone", "detach"):
             ids = p.ids
         else:
             ids = self.replay(n, {src: p.ids})
         if isinstance(ids, Tensor) and ids.shape == value.shape:
             self.params[n] = ParamFlow(p.owner, p.name, ids, p.shape)
+        else:
+            self.read_whole(src, n)
+
+    def read_whole(self, arg: Any, n: fx.Node) -> None:
+        """Parameter ``arg`` is used by ``n`` as a whole (a statistic, an op without a rule):
+        cutting it would change ``n``'s result, so every group that would cut it is pinned."""
+        p = self.params.get(arg) if isinstance(arg, fx.Node) else None
+        if p is not None:
+            self.whole_params.setdefault((p.owner, p.name), n.name)
 
     # ------------------------------------------------------------------------------------------
     # Helpers for the rules
@@ -276,7 +430,8 @@ class ChannelTracer(fx.Interpreter):
         self.mac_sites.append(MacSite(int(total), tuple(maps)))
 
     def check(self, n: fx.Node, labels: Tensor) -> None:
-        """Sizes read at run time (``x.size(1) // 2``): verified when the plan is applied."""
+        """Sizes read at run time (``x.size(1) // 2``): which groups they depend on (every cut
+        is checked when the plan is applied; these nodes are where to look first)."""
         self.checks.append((n.name, labels.reshape(-1)))
 
     # -- refusing ------------------------------------------------------------------------------
@@ -286,7 +441,7 @@ class ChannelTracer(fx.Interpreter):
                 "rewrite that part of the model or prune a model without it")
 
     def refuse(self, n: fx.Node, why: str, module: nn.Module | None = None) -> PruningError:
-        return PruningError(self.message(n, why, module))
+        return PruningError(self.message(n, why, module or self._module_of(n)))
 
     def require_pinned(self, atoms: Tensor, n: fx.Node, why: str,
                        module: nn.Module | None = None) -> None:
@@ -337,6 +492,58 @@ def _check_layout(n: fx.Node, flow: Any, value: Any) -> None:
     elif isinstance(flow, list) and isinstance(value, (list, tuple)):
         for f, v in zip(flow, value):
             _check_layout(n, f, v)
+
+
+_INPLACE_OPERATORS = frozenset({"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
+                                "iand", "ior", "ixor", "ilshift", "irshift", "imatmul"})
+
+
+def in_place(n: fx.Node, module: nn.Module | None) -> bool:
+    """Does ``n`` write into its first argument? (``x.add_()``, ``x += y``, ``torch.relu_``,
+    ``F.relu(x, inplace=True)``, ``nn.ReLU(inplace=True)``)"""
+    if module is not None:
+        return bool(getattr(module, "inplace", False))
+    name = fn_name(n) or getattr(n.target, "__name__", "")
+    return (name.endswith("_") and not name.startswith("_")) or name in _INPLACE_OPERATORS \
+        or n.kwargs.get("inplace") is True
+
+
+def _out_of_place_advice(n: fx.Node, name: str) -> str:
+    """What to write instead of an in-place op: its out-of-place twin on a new name."""
+    if n.op == "call_module" or n.kwargs.get("inplace") is True:
+        return "construct it with inplace=False"
+    op = fn_name(n) or getattr(n.target, "__name__", "")
+    if op.endswith("_") and not op.startswith("_"):
+        return f"use the out-of-place '{op[:-1]}' instead of '{op}' (a new tensor)"
+    return f"write '{name} = {name} + ...' instead of an augmented assignment such as +="
+
+
+def _same_flow(a: Flow, b: Flow, shape: torch.Size) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(torch.equal(expand_to(a.labels, shape), expand_to(b.labels, shape)) and
+                    torch.equal(expand_to(a.zero, shape), expand_to(b.zero, shape)))
+    except RuntimeError:
+        return False
+
+
+def storage_key(t: Tensor) -> int | None:
+    """One number per block of memory: equal for tensors that share storage (views, tied
+    weights). The data pointer, or, on a device that hides it, the storage's own handle;
+    None for tensors without memory (empty, or on the "meta" device)."""
+    if t.is_meta or not t.numel():
+        return None
+    storage = t.untyped_storage()
+    try:
+        return storage.data_ptr()
+    except RuntimeError:
+        return storage._cdata
+
+
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    key = storage_key(a)
+    return key is not None and key == storage_key(b)
 
 
 def _has_tensor(value: Any) -> bool:

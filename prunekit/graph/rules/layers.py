@@ -40,13 +40,39 @@ InstanceNorm = nn.modules.instancenorm._InstanceNorm
 # -- conv -------------------------------------------------------------------------------------
 def conv_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> Flow:
     if m.transposed:
-        return tr.opaque_rule(tr, n, out, m)
+        return conv_transpose(tr, n, out, str(n.target), m)
     return conv(tr, n, out, str(n.target), m, n.args[0], m.groups)
+
+
+def conv_transpose(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) -> Flow:
+    """ConvTranspose: weight ``(in, out/groups, *kernel)`` -- input channels are rows of dim
+    0, output channels columns of dim 1. Cut like a conv with the two dims swapped; a grouped
+    one keeps both sides (its blocks would need cuts inside each group's columns)."""
+    src = n.args[0]
+    flow = tr.flow(src)
+    if flow is None:
+        raise tr.refuse(n, "its input does not carry the model's channels", m)
+    cin, cout = m.in_channels, m.out_channels
+    atoms_in = tr.axis_atoms(n, flow, 1, cin, m)
+    tr.require_zero(flow, n, m)
+    atoms_out = tr.fresh(name, cout)
+    tr.kinds[name] = "convT"
+    tr.record(name, "in", atoms_in, n)
+    tr.record(name, "out", atoms_out, n)
+    if m.groups > 1:
+        why = f"grouped ConvTranspose '{name}' (prunekit cuts ConvTranspose with groups=1)"
+        tr.atoms.pin(atoms_in, why)
+        tr.atoms.pin(atoms_out, why)
+    positions = tr.shape(src).numel() // cin
+    kernel = math.prod(m.weight.shape[2:])
+    tr.mac(positions * cin * cout // m.groups * kernel, atoms_out[:, None], atoms_in[None, :])
+    return Flow.along(atoms_out, 1, out.dim())
 
 
 def conv_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
     """``F.conv2d(x, self.weight, self.bias, stride, padding, dilation, groups)``."""
     owner = _owner(tr, n, 1, ("weight",), ConvNd)
+    _own_bias(tr, n, owner)
     args, kwargs = tr.concrete(n)
     groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
     return conv(tr, n, out, owner, tr.model.get_submodule(owner), n.args[0], groups)
@@ -87,6 +113,7 @@ def linear_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> F
 def linear_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
     """``F.linear(x, self.weight, self.bias)``."""
     owner = _owner(tr, n, 1, ("weight",), nn.Linear)
+    _own_bias(tr, n, owner)
     return linear(tr, n, out, owner, tr.model.get_submodule(owner))
 
 
@@ -113,14 +140,57 @@ def batchnorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -
 
 
 def batchnorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
-    """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` on a module's own
-    tensors (a BatchNorm subclass whose forward fx traces into)."""
-    owner = _owner(tr, n, 1, ("running_mean",), nn.Module)
-    names = [a.target.rpartition(".")[2] for a in n.args[1:5] if isinstance(a, fx.Node)]
-    if any(a.target.rpartition(".")[0] != owner for a in n.args[1:5] if isinstance(a, fx.Node)) \
-            or not set(names) <= {"running_mean", "running_var", "weight", "bias"}:
+    """``F.batch_norm(x, running_mean, running_var, weight, bias, training, ...)`` on one
+    module's own tensors (a BatchNorm subclass whose forward fx traces into). With batch
+    statistics (``training=True``) each channel is still normalised on its own."""
+    tensors = [_arg(n, i, k) for i, k in enumerate(("running_mean", "running_var", "weight",
+                                                     "bias"), start=1)]
+    given = [a for a in tensors if a is not None]
+    if not all(isinstance(a, fx.Node) and a.op == "get_attr" for a in given):
+        raise tr.refuse(n, "its statistics or affine parameters are computed in forward(), "
+                        "not a module's own tensors")
+    if not given:
+        return tr.flow(n.args[0])              # (x - mean) / std per channel: 0 stays 0
+    owners = {str(a.target).rpartition(".")[0] for a in given}
+    names = {str(a.target).rpartition(".")[2] for a in given}
+    module = tr.model.get_submodule(next(iter(owners)))
+    if not isinstance(module, nn.modules.batchnorm._NormBase) and tensors[0] is None and \
+            tensors[1] is None:
+        return _affine_params(tr, n, out, tensors[2], tensors[3])
+    if len(owners) != 1 or not names <= {"running_mean", "running_var", "weight", "bias"}:
         raise tr.refuse(n, "its statistics and affine parameters are not those of one module")
-    return batchnorm(tr, n, out, owner, tr.model.get_submodule(owner))
+    return batchnorm(tr, n, out, owners.pop(), module)
+
+
+def _affine_params(tr: ChannelTracer, n: fx.Node, out: Tensor, weight: Any, bias: Any) -> Flow:
+    """Batch statistics and a scale / shift that are plain parameters of some module: the
+    normalisation is per channel (0 stays 0), the parameters are cut with the channels and
+    zeroed in the mask (then 0 * 0 + 0 = 0)."""
+    flow = tr.flow(n.args[0])
+    atoms = tr.axis_atoms(n, flow, 1, tr.shape(n.args[0])[1])
+    for arg in (weight, bias):
+        if arg is not None:
+            p = tr.params[arg]
+            tr.record_param(p.owner, p.name, 0, atoms, n)
+    result = Flow.along(atoms, 1, out.dim())
+    return result.with_zero(True if weight is not None else tr.aligned(flow, out.dim()).zero,
+                            flow.why)
+
+
+def _arg(n: fx.Node, index: int, key: str) -> Any:
+    return n.args[index] if len(n.args) > index else n.kwargs.get(key)
+
+
+def _own_bias(tr: ChannelTracer, n: fx.Node, owner: str) -> None:
+    """A functional conv / linear must use its weight's own bias (or none): a bias from
+    elsewhere would not be cut with the rows."""
+    bias = _arg(n, 2, "bias")
+    if bias is not None and (not isinstance(bias, fx.Node) or bias.op != "get_attr" or
+                             str(bias.target) != f"{owner}.bias"):
+        name = bias.target if isinstance(bias, fx.Node) and bias.op == "get_attr" else \
+            getattr(bias, "name", bias)
+        raise tr.refuse(n, f"its bias '{name}' is not the bias of '{owner}', whose weight it "
+                        "uses; a cut of the weight's rows would not cut it")
 
 
 def batchnorm(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) -> Flow:
@@ -137,9 +207,9 @@ def batchnorm(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Modul
 
 
 def instancenorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> Flow:
-    if m.affine or m.track_running_stats:
-        return batchnorm(tr, n, out, str(n.target), m)
-    return tr.flow(n.args[0])                     # (0 - 0) / sqrt(0 + eps) = 0
+    """Per channel, like BatchNorm (with or without affine parameters: a zero channel is
+    normalised to (0 - 0) / sqrt(0 + eps) = 0); cut so ``num_features`` follows."""
+    return batchnorm(tr, n, out, str(n.target), m)
 
 
 # -- norms over several channels: pin -----------------------------------------------------------
@@ -167,6 +237,10 @@ def layernorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -
 
 
 def groupnorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> Flow:
+    """GroupNorm normalises each group of channels together (pinned) -- unless every group is
+    one channel (``GroupNorm(C, C)``): then it is InstanceNorm, cut per channel."""
+    if isinstance(m, nn.GroupNorm) and m.num_groups == m.num_channels:
+        return batchnorm(tr, n, out, str(n.target), m)
     return _pin_normalised(tr, n, out, m, type(m).__name__, list(range(1, out.dim())), True)
 
 
@@ -201,6 +275,7 @@ def _owner(tr: ChannelTracer, n: fx.Node, index: int, names: tuple[str, ...],
 FUNCTIONS: dict[str, Any] = {
     "conv1d": conv_function, "conv2d": conv_function, "conv3d": conv_function,
     "linear": linear_function, "batch_norm": batchnorm_function,
+    "instance_norm": batchnorm_function,
     "layer_norm": layernorm_function, "rms_norm": layernorm_function,
     "group_norm": groupnorm_function, "local_response_norm": groupnorm_function,
 }

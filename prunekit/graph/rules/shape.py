@@ -67,6 +67,9 @@ def unsqueeze_squeeze(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module |
         return Flow(f.labels.unsqueeze(d), f.zero.unsqueeze(d), flow.why)
     dims = range(len(shape)) if dims is None else ([dims] if isinstance(dims, int) else dims)
     gone = sorted({d % len(shape) for d in dims if shape[d] == 1}, reverse=True)
+    if any(f.labels.shape[d % len(shape)] > 1 for d in dims):   # squeezable once cut to 1
+        tr.min_keep.append((f.labels.reshape(-1), f"squeezed at node '{n.name}': one channel "
+                            "left would be squeezed away"))
     labels, zero = f.labels, f.zero
     for d in gone:
         labels, zero = labels.squeeze(d), zero.squeeze(d)
@@ -74,13 +77,34 @@ def unsqueeze_squeeze(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module |
 
 
 def expand(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
-    """expand / repeat / tile: broadcast, or tile positions (a constant count per axis)."""
+    """expand / repeat / tile: broadcast, or tile positions (a constant count per axis). An
+    axis that carries channels and is not broadcast keeps its length only if the target size
+    follows the same cut (``-1``, or read from a tensor with these channels)."""
     src, flow = _source(tr, n)
     f = tr.aligned(flow, out.dim())
     if fn_name(n) in ("expand", "expand_as", "broadcast_to"):
+        for d in range(out.dim()):
+            if f.labels.shape[d] > 1:
+                _target_follows(tr, n, d, f.labels)
         return f
     labels, zero = _moved(tr, n, src, flow)
     return tr.compressed(labels, zero, flow.why)
+
+
+def _target_follows(tr: ChannelTracer, n: fx.Node, d: int, labels: Tensor) -> None:
+    """``x.expand_as(y)``: along dim ``d`` both carry channels of the same length, so they
+    are one channel each (united); a constant target size pins ``x``'s channels."""
+    other = n.args[1] if fn_name(n) == "expand_as" and len(n.args) > 1 else None
+    if isinstance(other, fx.Node) and tr.flow(other) is not None:
+        theirs = tr.aligned(tr.flow(other), len(tr.shape(other))).labels
+        line = theirs.narrow(d, 0, theirs.shape[d]) if theirs.shape[d] > 1 else None
+        if line is not None:
+            mine = labels.movedim(d, 0).reshape(labels.shape[d], -1)[:, 0]
+            tr.atoms.union_pairs(mine, line.movedim(d, 0).reshape(line.shape[d], -1)[:, 0])
+            return
+    if fn_name(n) == "expand" and _size_kind(tr, n, None, d, labels) != "fixed":
+        return
+    tr.atoms.pin(labels, f"expanded to a size at node '{n.name}' that does not follow a cut")
 
 
 def flip(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
@@ -180,6 +204,7 @@ def _size_kind(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int,
     if isinstance(entry, int):
         return "fixed"
     mine = set(tr.roots(labels).unique().tolist())
+    foreign = []
     for node, axis in entry:
         src_flow = tr.flow(node)
         if src_flow is None:
@@ -187,6 +212,10 @@ def _size_kind(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int,
         f = tr.aligned(src_flow, len(tr.shape(node)))
         if f.labels.shape[axis] > 1 and set(tr.roots(f.labels).unique().tolist()) == mine:
             return "read"
+        if f.labels.shape[axis] > 1:
+            foreign.append((node, f.labels))
+    for _node, theirs in foreign:          # their width sets ours: it must not change either
+        tr.atoms.pin(theirs, f"its width sets a size at node '{n.name}' for other channels")
     return "fixed"
 
 
@@ -250,30 +279,44 @@ def _index_dims(index: tuple, ndim: int) -> list[tuple[int, Any]]:
 
 def _pin_indexed(tr: ChannelTracer, n: fx.Node, full: Tensor, d: int, item: Any,
                  size: int) -> None:
-    """Constant indices into a channel axis: what they point at must not move."""
-    why = f"indexed with a constant at node '{n.name}' (the positions before it cannot change)"
+    """Constant indices into a channel axis: every constant position must still point at the
+    same channel after a cut. Counted from the start (``x[:, :16]``, ``x[:, 3]``) the channels
+    before it must stay; counted from the end (``x[:, -4:]``, ``narrow(1, -4, 4)``) the
+    channels after it must stay. A step other than 1 pins the whole axis."""
+    why = f"indexed with a constant at node '{n.name}' (the positions it counts cannot change)"
     if isinstance(item, slice):
         start, stop, step = (tr.env.get(v, v) if isinstance(v, fx.Node) else v
                              for v in (item.start, item.stop, item.step))
-        dynamic = any(isinstance(v, fx.Node) for v in (item.start, item.stop))
         if step not in (None, 1):
             tr.atoms.pin(full, why)
-        elif dynamic:
+        elif any(isinstance(v, fx.Node) for v in (item.start, item.stop)):
             tr.check(n, full)
         else:
-            start, stop = start or 0, size if stop is None else stop
-            start, stop = start % size if start < 0 else start, stop % size if stop < 0 else stop
-            end = stop if stop < size else start
-            if end > 0:
-                tr.atoms.pin(full.narrow(d, 0, min(end, size)), why)
+            bounds = [b for b in (start, stop) if b is not None and not (b is stop and b >= size)]
+            for b in bounds:
+                _pin_bound(tr, full, d, b, size, why)
     elif isinstance(item, int):
-        tr.atoms.pin(full.narrow(d, 0, (item % size) + 1), why)
+        _pin_bound(tr, full, d, item + 1 if item >= 0 else item, size, why)
     else:
         tr.atoms.pin(full, why)
 
 
+def _pin_bound(tr: ChannelTracer, full: Tensor, d: int, bound: int, size: int,
+               why: str) -> None:
+    """Position ``bound`` (from the start if >= 0, from the end if < 0) must keep pointing
+    at the same channel: pin the channels it counts."""
+    if bound >= 0:
+        count = min(bound, size)
+        if count:
+            tr.atoms.pin(full.narrow(d, 0, count), why)
+    else:
+        count = min(-bound, size)
+        tr.atoms.pin(full.narrow(d, size - count, count), why)
+
+
 def narrow_select(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
-    """narrow(dim, start, length) / select(dim, i): constant positions, as in indexing."""
+    """narrow(dim, start, length) / select(dim, i): constant positions, as in indexing (a
+    negative start counts from the end: ``narrow(1, -4, 4)`` is ``x[:, -4:]``)."""
     args, kwargs = tr.concrete(n)
     src, flow = _source(tr, n)
     shape = tr.shape(src)
@@ -284,7 +327,9 @@ def narrow_select(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | Non
         if fn_name(n) == "select":
             _pin_indexed(tr, n, f.labels, d, args[2], shape[d])
         else:
-            _pin_indexed(tr, n, f.labels, d, slice(args[2], args[2] + args[3]), shape[d])
+            start, length = args[2], args[3]
+            stop = start + length if start >= 0 or start + length < 0 else None
+            _pin_indexed(tr, n, f.labels, d, slice(start, stop), shape[d])
     return tr.compressed(labels, zero, flow.why)
 
 
@@ -322,8 +367,8 @@ def _split_channels(tr: ChannelTracer, n: fx.Node, name: str, full: Tensor, dim:
     spec = n.args[1] if len(n.args) > 1 and name != "unbind" else n.kwargs.get(
         "split_size_or_sections", n.kwargs.get("chunks"))
     equal = len(set(sizes)) == 1
-    if name in ("chunk", "unbind") or (name in ("split", "split_with_sizes") and equal and
-                                       isinstance(spec, fx.Node)):
+    if name in ("chunk", "unbind") or (name == "tensor_split" and isinstance(spec, int)) or \
+            (name in ("split", "split_with_sizes") and equal and isinstance(spec, fx.Node)):
         if not equal:
             tr.atoms.pin(full, f"split into unequal pieces at node '{n.name}'")
         else:
@@ -376,9 +421,8 @@ def cat(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow
     """Along channels: the layouts are concatenated (channel offsets). Along another dim
     (tokens: a class token before the patches) position ``i`` of every part is one channel."""
     args, kwargs = tr.concrete(n)
-    parts = n.args[0] if n.args else n.kwargs["tensors"]
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % out.dim()
-    operands = [Operand(tr, p) for p in parts]
+    operands = _parts(tr, n)
     flows = [tr.aligned(o.flow, out.dim()) for o in operands if o.flow is not None]
     real = [o.shape[dim] for o in operands]
     along_positions = all(f.labels.shape[dim] == 1 for f in flows) and max(real) > 1
@@ -401,12 +445,22 @@ def cat(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow
     return tr.compressed(torch.cat(labels, dim), torch.cat(zero, dim), why)
 
 
+def _parts(tr: ChannelTracer, n: fx.Node) -> list[Operand]:
+    """The tensors a cat / stack joins: a list of nodes, or one node holding a list
+    (``torch.cat(x.chunk(2, 1)[::-1], 1)``)."""
+    parts = n.args[0] if n.args else n.kwargs["tensors"]
+    if isinstance(parts, fx.Node):
+        flows, values = tr.flows.get(parts), tr.env[parts]
+        return [Operand.of(f if isinstance(f, Flow) else None, v)
+                for f, v in zip(flows or [None] * len(values), values)]
+    return [Operand(tr, p, n) for p in parts]
+
+
 def stack(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
     """A new axis of constant length: position ``i`` of every part is one channel."""
     args, kwargs = tr.concrete(n)
-    parts = n.args[0] if n.args else n.kwargs["tensors"]
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % out.dim()
-    operands = [Operand(tr, p) for p in parts]
+    operands = _parts(tr, n)
     inner = out.select(dim, 0)
     flow = combine(tr, n, inner, operands, "add", m)
     return Flow(flow.labels.unsqueeze(dim), flow.zero.unsqueeze(dim), flow.why)
@@ -414,25 +468,52 @@ def stack(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Fl
 
 # -- pad ----------------------------------------------------------------------------------------
 def pad(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
-    """F.pad: on spatial dims each channel keeps its own border (zero stays zero for zero /
-    reflect / replicate padding). On the channel dim the pad widths are constants, so the
-    channels on both sides are pinned (the "option A" shortcut of CIFAR ResNets)."""
+    """F.pad and the pad layers (ZeroPad2d, ConstantPad2d, ReflectionPad2d, ...): on spatial
+    dims each channel keeps its own border (zero stays zero for zero / reflect / replicate /
+    circular padding). On the channel dim the pad widths are constants, so the channels on
+    both sides are pinned (the "option A" shortcut of CIFAR ResNets)."""
     args, kwargs = tr.concrete(n)
     src, flow = _source(tr, n)
-    widths = list(kwargs.get("pad", args[1] if len(args) > 1 else ()))
-    mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-    value = kwargs.get("value", args[3] if len(args) > 3 else None)
+    if m is not None:
+        widths, value = list(m.padding), getattr(m, "value", None)
+        mode = next((k for k in ("reflect", "replicate", "circular")
+                     if k in type(m).__name__.lower()), "constant")
+    else:
+        widths = list(kwargs.get("pad", args[1] if len(args) > 1 else ()))
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+        value = kwargs.get("value", args[3] if len(args) > 3 else None)
     shape = tr.shape(src)
     f = tr.aligned(flow, len(shape))
     padded = [len(shape) - 1 - j for j in range(len(widths) // 2) if any(widths[2*j:2*j+2])]
     if any(f.labels.shape[d] > 1 for d in padded):
         reason = f"padded on channels by F.pad at node '{n.name}' (option-A shortcut)"
         tr.atoms.pin(f.labels, reason)
-        labels = tr.pinned_like(torch.zeros(out.shape, dtype=torch.long), reason)
-        return tr.compressed(labels, torch.ones(out.shape, dtype=torch.bool))
+        # new pinned channels, one per position of the axes that carried channels (not one
+        # per element: a layer reading the padded tensor must still see channels on one axis)
+        small = [out.shape[d] if f.labels.shape[d] > 1 else 1 for d in range(out.dim())]
+        labels = tr.pinned_like(torch.zeros(small, dtype=torch.long), reason)
+        return tr.compressed(labels, torch.ones(small, dtype=torch.bool))
     if mode == "constant" and value not in (None, 0, 0.0):
         return f.with_zero(False, tr.why(n, f"pads with the constant {value}", m))
     return f
+
+
+def replayed(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """An op that only moves values, with constant counts (``repeat_interleave(2, dim=1)``,
+    ``pixel_unshuffle``): run it on the labels. Where one channel's values spread over an
+    axis that carried no channels (``pixel_shuffle``: channel block -> space), that axis's
+    positions of one output channel are made one channel, so the blocks are cut whole."""
+    src, flow = _source(tr, n)
+    if any(isinstance(a, (Tensor, fx.Node)) and a is not src
+           for a in [*n.args[1:], *n.kwargs.values()]):
+        return tr.opaque_rule(tr, n, out, m)        # counts given as a tensor: not constant
+    labels, zero = _moved(tr, n, src, flow)
+    before = tr.aligned(flow, len(tr.shape(src))).labels
+    channel_axes = {d for d in range(min(labels.dim(), before.dim())) if before.shape[d] > 1}
+    for d in range(labels.dim()):
+        if labels.shape[d] > 1 and d not in channel_axes and channel_axes:
+            tr.atoms.union_pairs(labels, labels.narrow(d, 0, 1))
+    return tr.compressed(labels, zero, flow.why)
 
 
 def channel_shuffle(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
@@ -457,12 +538,17 @@ FUNCTIONS: dict[str, Any] = {
     **{name: expand for name in ("expand", "expand_as", "broadcast_to", "repeat", "tile")},
     **{name: reshape for name in ("view", "reshape", "flatten", "unflatten", "view_as",
                                   "reshape_as")},
-    **{name: split for name in ("split", "chunk", "unbind", "split_with_sizes")},
+    **{name: split for name in ("split", "chunk", "unbind", "split_with_sizes",
+                                "tensor_split")},
     "flip": flip, "roll": roll, "getitem": getitem, "narrow": narrow_select,
     "select": narrow_select, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
     "pad": pad, "channel_shuffle": channel_shuffle, "native_channel_shuffle": channel_shuffle,
+    "repeat_interleave": replayed, "pixel_shuffle": replayed, "pixel_unshuffle": replayed,
 }
 MODULES: list[tuple[Any, Any]] = [
     ((nn.Flatten, nn.Unflatten), reshape),
     ((nn.ChannelShuffle,), channel_shuffle),
+    ((nn.PixelShuffle, nn.PixelUnshuffle), replayed),
+    ((nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+      nn.modules.padding._ReplicationPadNd, nn.modules.padding._CircularPadNd), pad),
 ]
