@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 __all__ = ["DATASET", "CORPUS_FILE", "SHA256", "N_BYTES", "TRAIN_FRACTION", "CharVocab", "TextSplits",
            "load_text", "load_splits", "sample_batch", "eval_windows", "evaluate_loss",
-           "perplexity"]
+           "window_losses", "perplexity"]
 
 #: The corpus' name where the zoo records a model's data set.
 DATASET = "shakespeare"
@@ -166,6 +166,21 @@ def evaluate_loss(model: nn.Module | Callable[[Tensor], Tensor], inputs: Tensor,
                                  reduction="none")
         total += losses.double().sum()
     return float(total / targets.numel())
+
+
+@torch.no_grad()
+def window_losses(model: nn.Module | Callable[[Tensor], Tensor], inputs: Tensor, targets: Tensor,
+                  batch_size: int = 64) -> Tensor:
+    """The mean cross-entropy of every window (float64, one value per window): their mean is
+    :func:`evaluate_loss`, and their spread says how much that mean would move on other text --
+    the standard error ``std / sqrt(windows)`` (windows far apart are close to independent;
+    characters next to each other are not)."""
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        logits = model(inputs[start:start + batch_size])
+        losses = F.cross_entropy(logits.transpose(1, 2), targets[start:start + batch_size], reduction="none")
+        out.append(losses.double().mean(dim=1))
+    return torch.cat(out)
 
 
 def perplexity(loss: float) -> float:

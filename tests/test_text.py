@@ -84,6 +84,18 @@ def test_evaluate_loss_is_mean_cross_entropy_whatever_the_batch_size(splits):
     assert text.perplexity(math.log(65)) == pytest.approx(65)
 
 
+def test_window_losses_average_to_the_loss(splits):
+    x, y = text.eval_windows(splits.val, 32, max_windows=50)
+    bigram = ngram.fit_bigram(splits.train, 65)
+    per_window = text.window_losses(bigram, x, y, batch_size=7)
+    assert per_window.shape == (50,) and per_window.dtype == torch.float64
+    assert float(per_window.mean()) == pytest.approx(text.evaluate_loss(bigram, x, y), rel=1e-6)
+    assert torch.equal(per_window, text.window_losses(bigram, x, y, batch_size=50))
+    first = torch.nn.functional.cross_entropy(bigram(x[:1])[0], y[0])
+    assert float(per_window[0]) == pytest.approx(float(first), rel=1e-6)
+    assert float(per_window.std()) > 0.05                  # windows differ: the mean has an error
+
+
 def test_ngram_baselines(splits):
     losses = ngram.baseline_losses(splits, 128)
     # a model that knows nothing: ln 65 = 4.17; letter frequencies alone ~3.3; one character
