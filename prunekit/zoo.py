@@ -262,7 +262,7 @@ def get_model(name: str, dataset: str = "mnist", *, loaders=None, seed: int = 0,
 
     The language model (``"tiny_llama_shakespeare"``, or its architecture ``"tiny_llama"``)
     exists for one text only: ``get_model("tiny_llama_shakespeare", "shakespeare")``. Without
-    its checkpoint, its recipe trains it here from ``seed`` (~10 CPU-minutes; ``epochs`` and
+    its checkpoint, its recipe trains it here from ``seed`` (~7 CPU-minutes; ``epochs`` and
     ``loaders`` do not apply)."""
     shipped = name if name in list_pretrained(task=None) and pretrained_info(name)["dataset"] == dataset \
         else checkpoint_for(dataset, name)
@@ -295,7 +295,7 @@ def _train_lm_here(name: str, recipe: LMRecipe, dataset: str, seed: int, device:
     recipe = replace(recipe, seed=seed)
     if verbose:
         print(f"no shipped checkpoint for {name!r}: training {recipe.architecture} here for "
-              f"{recipe.steps} steps (seed {seed}; about 10 CPU-minutes)")
+              f"{recipe.steps} steps (seed {seed}; about 7 CPU-minutes)")
     return train_lm_by_recipe(recipe, device=device)
 
 
