@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import hf
 from .errors import PruningError
 from .graph import ChannelGraph, Group, as_input_tuple, build_graph
 from .importance import group_scores, normalise
@@ -241,7 +242,7 @@ def plan(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: f
     ``example_inputs``, score, choose. Settings as :class:`prunekit.settings.Settings`."""
     config = Settings.of(ratio=ratio, **settings)
     as_input_tuple(example_inputs)
-    return plan_on_graph(model, build_graph(model, example_inputs), config)
+    return plan_on_graph(model, build_graph(model, example_inputs, config.frontend), config)
 
 
 def plan_on_graph(model: nn.Module, graph: ChannelGraph, settings: Settings | None = None,
@@ -380,12 +381,13 @@ class Plan:
         before = {"params": count_params(self.model), "macs": self.graph.count_macs()}
         new = pruned_modules(self.model, self.graph, self.removed)
         params = pruned_params(self.model, self.graph, self.removed)
+        numbers = hf.updates(self.model, new)
         if any(len(r) for r in self.removed.values()):
             probe = self.graph.root             # the caller's layers, run on probes only
             verify_cut(self.graph, self.removed,
-                       replace_modules(probe, new, False, params, share=True),
+                       replace_modules(probe, new, False, params, share=True, updates=numbers),
                        mask_model(probe, self.graph, self.removed, share=True))
-        model = replace_modules(self.model, new, inplace, params)
+        model = replace_modules(self.model, new, inplace, params, updates=numbers)
         self._spent = inplace
         after = {"params": count_params(model), "macs": self.graph.count_macs(self.removed)}
         return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self)

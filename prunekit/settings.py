@@ -40,6 +40,9 @@ class Settings:
         data, loss_fn, batches: batches of ``(inputs, targets)`` for ``"taylor"``,
             ``"taylor_bn"`` and ``"oracle"`` (first ``batches`` batches; cross-entropy).
         seed: seed of the ``"random"`` baseline.
+        frontend: how the model is traced: ``"auto"`` (``torch.fx``, and ``torch.export``
+            where fx cannot trace -- Hugging Face language models), ``"fx"`` or ``"export"``
+            (:mod:`prunekit.graph.export`).
         normalise: for ``scope="global"``: divide each group's scores by the group's mean
             before ranking (default; layers of different scale compete fairly). ``False``
             ranks raw scores -- network slimming's global |gamma| threshold (Liu et al.,
@@ -58,6 +61,7 @@ class Settings:
     batches: int = 4
     seed: int = 0
     normalise: bool = True
+    frontend: str = "auto"
 
     @classmethod
     def of(cls, **keywords: Any) -> Settings:
@@ -86,6 +90,9 @@ class Settings:
                                "'global' (rank all groups together)")
         if not isinstance(self.max_ratio, (int, float)) or not 0 < self.max_ratio <= 1:
             raise PruningError(f"max_ratio={self.max_ratio!r} must be in (0, 1]")
+        if self.frontend not in ("auto", "fx", "export"):
+            raise PruningError(f"frontend={self.frontend!r}: use 'auto' (torch.fx, and "
+                               "torch.export where fx cannot trace), 'fx' or 'export'")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PruningError(f"round_to={self.round_to!r} must be a positive integer")
         criterion_name(self.importance)

@@ -86,6 +86,17 @@ class Group:
     base: int = 0                  # global id of channel 0 (ids are base .. base + size - 1)
     min_keep: int = 1              # at least this many channels stay (e.g. a squeeze() reads it)
     min_keep_why: str = ""
+    also: list[str] = field(default_factory=list)   # other kinds of reasons it is pinned
+
+    def pin(self, reason: str) -> None:
+        """Pin the group; the first reason is :attr:`pinned`, a reason of another kind (its
+        first three words differ: a tied weight beside a norm) is kept in :attr:`also`."""
+        if self.pinned is None:
+            self.pinned = reason
+            return
+        kind = reason.split()[:3]
+        if kind != self.pinned.split()[:3] and all(kind != a.split()[:3] for a in self.also):
+            self.also.append(reason)
 
     def modules(self, role: str | None = None) -> list[str]:
         """Names of member layers (optionally only those with one role), in trace order."""
@@ -115,6 +126,8 @@ class Group:
         state = f"pinned: {self.pinned}" if self.pinned else (
             "model output (kept unless named in ratios)" if self.is_output else "prunable")
         head = f"Group {self.index} '{self.name}': {self.size} channels, {state}"
+        for reason in self.also:
+            head += f"\n  also pinned: {reason}"
         if self.blocks > 1:
             head += f", {self.blocks} equal blocks"
         lines = [head]
