@@ -14,6 +14,7 @@ import sys
 import types
 
 from . import iterative, planning
+from .depth import plan_depth, prune_depth
 from .errors import PruningError
 from .iterative import prune_iteratively
 from .planning import Plan, PruneResult, plan, prune
@@ -21,7 +22,7 @@ from .settings import Settings
 
 __version__ = "0.1.0"
 __all__ = ["PruningError", "Plan", "PruneResult", "Settings", "plan", "prune",
-           "prune_iteratively", "__version__"]
+           "prune_iteratively", "plan_depth", "prune_depth", "__version__"]
 
 
 
