@@ -30,7 +30,8 @@ from .errors import PruningError
 from .modules import PrunedMultiheadAttention
 
 __all__ = ["prune_conv", "prune_conv_transpose", "prune_linear", "prune_batchnorm",
-           "prune_attention", "prune_linear_t", "prune_embedding", "set_tensor", "take"]
+           "prune_attention", "prune_linear_t", "prune_embedding", "prune_norm", "set_tensor",
+           "take"]
 
 
 
@@ -153,6 +154,21 @@ def prune_embedding(layer: nn.Embedding, keep: Tensor | None) -> nn.Embedding:
     weight = take(layer.weight, 1, keep)
     set_tensor(new, "weight", weight, layer.weight)
     new.embedding_dim = weight.shape[1]
+    return new
+
+
+@torch.no_grad()
+def prune_norm(layer: nn.Module, keep: Tensor | None) -> nn.Module:
+    """A copy of a LayerNorm / RMSNorm over the last dim keeping channels ``keep`` (gamma,
+    beta, ``normalized_shape``). Not exact: the kept channels are normalised by statistics
+    over fewer channels -- prunekit does this only when asked (``approximate=True``)."""
+    new = _shell(layer)
+    for name in ("weight", "bias"):
+        old = getattr(layer, name, None)
+        if isinstance(old, Tensor):
+            set_tensor(new, name, take(old, 0, keep), old)
+    if hasattr(layer, "normalized_shape") and keep is not None:
+        new.normalized_shape = (len(keep),)
     return new
 
 

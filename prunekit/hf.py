@@ -192,7 +192,35 @@ def updates(model: nn.Module, new: dict[str, nn.Module]) -> Updates:
     _mlp_attrs(model, new, out)
     if is_hf_model(model):
         _config_numbers(model, heads_per_layer, new, out)
+        _hidden_size(model, new, out)
     return out
+
+
+def _hidden_size(model: nn.Module, new: dict[str, nn.Module], out: Updates) -> None:
+    """An approximate cut of the residual stream (``approximate=True``) changes
+    ``hidden_size``: the config can say so only if the head size stays its own number."""
+    config = model.config
+    old = getattr(config, "hidden_size", None)
+    widths = {layer.embedding_dim for p, layer in new.items() if isinstance(layer, nn.Embedding)}
+    if not isinstance(old, int) or not widths or widths == {old}:
+        return
+    if len(widths) > 1:
+        raise PruningError(f"embeddings would keep different widths {sorted(widths)}")
+    width = widths.pop()
+    blocked = [type(m).__name__ for m in attention_modules(model).values()
+               if not _config_describes_heads(m)]
+    if blocked:
+        raise PruningError(f"{type(config).__name__} derives the head size of {blocked[0]} "
+                           "from hidden_size / num_attention_heads, so a config with a narrower "
+                           "hidden_size would describe other heads; the stream cannot be cut")
+    out.config["hidden_size"] = width
+    heads = attention_modules(model)
+    if heads:
+        out.config["head_dim"] = _head_size(next(iter(heads.values())))
+    for path, m in model.named_modules():
+        for name in ("hidden_size", "embed_dim"):
+            if getattr(m, name, None) == old and not isinstance(m, nn.Embedding):
+                out.attrs[(path, name)] = width
 
 
 def _mlp_attrs(model: nn.Module, new: dict[str, nn.Module], out: Updates) -> None:

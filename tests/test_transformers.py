@@ -173,3 +173,41 @@ def test_refusals_in_an_exported_graph_name_the_node_and_the_module() -> None:
 
     with pytest.raises(PruningError, match=r"node 'sort' = aten.sort in module"):
         prunekit.prune(Sorted(), torch.randn(2, 4), ratio=0.5, frontend="export")
+
+
+# -- approximate width of normalised streams (Minitron), only on request ----------------------
+def test_the_stream_is_refused_by_default_and_the_model_kept() -> None:
+    model = _model("llama")
+    before = snapshot(model)
+    with pytest.raises(PruningError, match="pinned \\(normalised together by LlamaRMSNorm"):
+        prunekit.prune(model, tokens()[:1], ratio=0.0, ratios={"model.embed_tokens": 0.25})
+    assert not changes(model, before)
+
+
+@pytest.mark.parametrize("name", ["llama", "decoder"])
+def test_approximate_stream_cut_reports_its_measured_error_and_is_never_exact(name: str) -> None:
+    torch.manual_seed(0)
+    model = randomise(TinyDecoder()) if name == "decoder" else _model(name)
+    x = tokens()[:1]
+    result = prunekit.prune(model, x, ratio=0.25, approximate=True)
+    assert not result.exact and "NOT EXACT" in str(result)
+    assert "prunable APPROXIMATELY (not exact: normalised together by" in str(result.groups)
+    with torch.no_grad():
+        kwargs = {"use_cache": False} if name == "llama" else {}
+        got, want = result.model(x, **kwargs), model(x, **kwargs)
+    got, want = (got.logits, want.logits) if name == "llama" else (got, want)
+    measured = float((got - want).abs().max() / want.abs().max())
+    assert result.approximation["relative_error"] == pytest.approx(measured, rel=1e-4)
+    assert measured > 1e-3                                  # it is a different function
+    if name == "llama":
+        pruned = result.model
+        assert pruned.config.hidden_size == 48 and model.config.hidden_size == 64
+        assert _shapes(type(pruned)(pruned.config)) == _shapes(pruned)
+        assert pruned.generate(tokens(1, 4), max_new_tokens=3, do_sample=False).shape == (1, 7)
+
+
+def test_approximate_does_not_lift_other_pins() -> None:
+    groups = str(prunekit.prune(_model("gpt2"), tokens()[:1], ratio=0.25,
+                                approximate=True).groups)
+    assert "Group 0 'transformer.wte': 64 channels, pinned: 'transformer.wte.weight' and " \
+           "'lm_head.weight' share one tensor (tied weights)" in groups

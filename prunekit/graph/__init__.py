@@ -173,7 +173,7 @@ def as_input_tuple(example_inputs: Tensor | Sequence[Tensor]) -> tuple[Tensor, .
 
 
 def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor],
-                frontend: str = "auto") -> ChannelGraph:
+                frontend: str = "auto", approximate: bool = False) -> ChannelGraph:
     """Trace ``model`` once on ``example_inputs`` and return its coupled channel groups.
 
     The trace and the run on the example input happen on a deep copy in eval mode under
@@ -181,6 +181,8 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor],
     train/eval flags and attributes -- is never run or changed. The example input is moved to
     the model's device (CPU or GPU) first. ``frontend``: how the model is traced -- ``"auto"``
     (``torch.fx``, and ``torch.export`` where fx cannot trace), ``"fx"`` or ``"export"``.
+    ``approximate``: groups pinned only because a LayerNorm / RMSNorm normalises them are
+    left prunable, marked :attr:`Group.approximate` (cutting them is not exact).
     """
     if not isinstance(model, nn.Module):
         raise PruningError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -191,6 +193,7 @@ def build_graph(model: nn.Module, example_inputs: Tensor | Sequence[Tensor],
     graph = _trace_graph(probe, width_reads, inputs, frontend)
     tracer = ChannelTracer(probe, graph, MODULES, FUNCTIONS, QUALIFIED, opaque)
     tracer.width_reads = width_reads
+    tracer.approximate = approximate
     with torch.no_grad():
         tracer.run(*inputs)
     result = collect(tracer, graph, inputs)

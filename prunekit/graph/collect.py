@@ -125,7 +125,10 @@ def _mark(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:
     """Pins, model-output marks and grouped-conv blocks, from atoms to groups."""
     for atoms, reason in tr.atoms.pins:
         for g in layout.groups_of(atoms):
-            groups[g].pin(reason)
+            if tr.approximate and reason in tr.approximable:
+                groups[g].approximate = groups[g].approximate or reason
+            else:
+                groups[g].pin(reason)
     for atoms in tr.atoms.outputs:
         for g in layout.groups_of(atoms):
             groups[g].is_output = True

@@ -19,6 +19,9 @@ mha_out       out -> out               (cut with its ``mha``)           weight r
 linear_t      out -> out, in -> in     ``prune_linear_t`` (GPT-2's      weight dim 1, bias
                                        ``Conv1D``: weight ``(in, out)``)
 embedding     out -> out               ``prune_embedding`` (columns)    weight dim 1
+norm          out -> norm              ``prune_norm`` (LayerNorm /      gamma, beta (only
+                                       RMSNorm; only when asked for an  cut approximately)
+                                       approximate cut: Minitron)
 ============  =======================  ===============================  ==================
 
 The roles are what a group lists (:data:`prunekit.graph.model.ROLE_TEXT`); the cut is what
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..cuts import (prune_attention, prune_batchnorm, prune_conv, prune_conv_transpose,
-                    prune_embedding, prune_linear, prune_linear_t)
+                    prune_embedding, prune_linear, prune_linear_t, prune_norm)
 from ..modules import PrunedMultiheadAttention
 
 __all__ = ["LayerKind", "KINDS", "kind_of", "weight_rows"]
@@ -127,6 +130,8 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in [
               lambda m: (("weight", 1), ("bias", 0)), weight_rows, ("bias",)),
     LayerKind("embedding", {"out": "out"}, lambda m, k: prune_embedding(m, k.get("out")),
               lambda m: (("weight", 1),), weight_rows),
+    LayerKind("norm", {"out": "norm"}, lambda m, k: prune_norm(m, k.get("out")),
+              lambda m: (("weight", 0), ("bias", 0)), None, ("weight", "bias")),
 ]}
 
 

@@ -33,6 +33,7 @@ ROLE_TEXT = {
     "dw": "depthwise (rows = channels)",
     "heads": "attention heads (q, k, v rows)",
     "bn": "BatchNorm",
+    "norm": "normalises them together",
     "param": "per-channel parameters",
     "in": "cuts input columns",
 }
@@ -87,6 +88,7 @@ class Group:
     min_keep: int = 1              # at least this many channels stay (e.g. a squeeze() reads it)
     min_keep_why: str = ""
     also: list[str] = field(default_factory=list)   # other kinds of reasons it is pinned
+    approximate: str | None = None  # a pin lifted on request: cutting it is NOT exact (why)
 
     def pin(self, reason: str) -> None:
         """Pin the group; the first reason is :attr:`pinned`, a reason of another kind (its
@@ -124,7 +126,9 @@ class Group:
 
     def __str__(self) -> str:
         state = f"pinned: {self.pinned}" if self.pinned else (
-            "model output (kept unless named in ratios)" if self.is_output else "prunable")
+            "model output (kept unless named in ratios)" if self.is_output else
+            f"prunable APPROXIMATELY (not exact: {self.approximate})" if self.approximate
+            else "prunable")
         head = f"Group {self.index} '{self.name}': {self.size} channels, {state}"
         for reason in self.also:
             head += f"\n  also pinned: {reason}"

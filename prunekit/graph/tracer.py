@@ -113,6 +113,10 @@ class ChannelTracer(fx.Interpreter):
         #: The graph came from torch.export: sizes are numbers in it, whether forward() read
         #: them from a tensor or wrote them as constants (see :mod:`prunekit.graph.export`).
         self.baked = any(_is_aten(node) for node in graph.nodes)
+        #: Pin reasons of norms whose parameters are recorded along the channels: lifted when
+        #: an approximate (not exact) cut of normalised streams is asked for (Minitron).
+        self.approximable: set[str] = set()
+        self.approximate = False
 
     # ------------------------------------------------------------------------------------------
     # fx.Interpreter hooks

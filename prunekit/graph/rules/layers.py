@@ -272,17 +272,36 @@ def instancenorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module
 
 # -- norms over several channels: pin -----------------------------------------------------------
 def _pin_normalised(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None,
-                    what: str, dims: list[int], has_bias: bool) -> Flow:
+                    what: str, dims: list[int], has_bias: bool, owner: str | None = None) -> Flow:
     flow = tr.aligned(tr.flow(n.args[0]), out.dim())
     if any(flow.labels.shape[d % out.dim()] > 1 for d in dims):
         where = what if m is None and "'" in what else f"{what} '{_where(n, m)}'"
-        tr.atoms.pin(flow.labels, f"normalised together by {where}: removing "
-                     "a channel changes the mean and variance the others see, so removing "
-                     "is not zeroing")
+        reason = (f"normalised together by {where}: removing a channel changes the mean and "
+                  "variance the others see, so removing is not zeroing")
+        tr.atoms.pin(flow.labels, reason)
+        name = str(n.target) if m is not None else owner
+        if name is not None and dims == [-1] and _record_norm(tr, n, name, flow):
+            tr.approximable.add(reason)
         return flow
     if has_bias:     # normalises each channel alone; a zero channel becomes the bias
         return flow.with_zero(False, tr.why(n, "a zero slice is normalised to its bias", m))
     return flow
+
+
+def _record_norm(tr: ChannelTracer, n: fx.Node, name: str, flow: Flow) -> bool:
+    """Record a LayerNorm / RMSNorm over the last dim as a layer of kind ``norm`` (its gamma
+    and beta run along the channels it normalises): listed in the group, and cut with the
+    channels where a pin on them is lifted on request (``approximate=True``: Minitron)."""
+    layer = tr.model.get_submodule(name)
+    weight = getattr(layer, "weight", None)
+    labels = flow.labels
+    if not isinstance(weight, Tensor) or weight.dim() != 1 or \
+            any(s > 1 for s in labels.shape[:-1]) or labels.shape[-1] not in (1, len(weight)):
+        return False
+    atoms = labels.reshape(-1).expand(len(weight)).clone()
+    tr.kinds[name] = "norm"
+    tr.record(name, "out", atoms, n)
+    return True
 
 
 def _where(n: fx.Node, m: nn.Module | None) -> str:
@@ -310,10 +329,19 @@ def layernorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> F
     bias = kwargs.get("bias", args[3] if len(args) > 3 else None) is not None
     what = "RMSNorm (F.rms_norm)" if "rms" in str(n.target) else "LayerNorm (F.layer_norm)"
     weight = _arg(n, 2, "weight")
+    owner = None
     if isinstance(weight, fx.Node) and weight.op == "get_attr":      # name the layer
         owner = str(weight.target).rpartition(".")[0]
         what = f"{type(tr.model.get_submodule(owner)).__name__} '{owner}'"
-    return _pin_normalised(tr, n, out, None, what, dims, bias)
+        if str(weight.target).rpartition(".")[2] != "weight" or (
+                bias and not _is_own(_arg(n, 3, "bias"), owner)):
+            owner = None
+    return _pin_normalised(tr, n, out, None, what, dims, bias, owner)
+
+
+def _is_own(arg: Any, owner: str) -> bool:
+    return isinstance(arg, fx.Node) and arg.op == "get_attr" and \
+        str(arg.target) == f"{owner}.bias"
 
 
 def groupnorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:

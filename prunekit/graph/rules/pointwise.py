@@ -380,9 +380,11 @@ def reduction(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> F
     if over_channels:
         norm = _norm_module(n) if tr.baked else None
         if norm and fn_name(n) in ("mean", "var", "std", "nanmean", "sum"):
-            tr.atoms.pin(f.labels, f"normalised together by {norm[1]} '{norm[0]}': removing a "
-                         "channel changes the statistic the others are divided by, so removing "
-                         "is not zeroing")
+            reason = (f"normalised together by {norm[1]} '{norm[0]}': removing a channel "
+                      "changes the statistic the others are divided by, so removing is not "
+                      "zeroing")
+            tr.atoms.pin(f.labels, reason)
+            tr.approximable.add(reason)     # its gamma is a per-channel parameter: cuttable
         elif fn_name(n) in ("sum", "nansum"):
             tr.require_zero(f, n, m)
         else:
