@@ -19,6 +19,16 @@ VOCAB = 96
 
 
 def _hf() -> object:
+    """``transformers`` -- which imports torchvision when it is installed (``make bench``
+    installs it); torchvision 0.28's compiled ops do not load beside the CPU torch, so its
+    operator registrations are stubbed first, as ``benchmarks/torchvision_models.py`` does."""
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("torchvision") is not None:
+        name = "torchvision._meta_registrations"
+        sys.modules.setdefault(name, types.ModuleType(name))
     import transformers
 
     return transformers

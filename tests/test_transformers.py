@@ -21,7 +21,12 @@ from prunekit import PruningError
 from prunekit.graph import build_graph
 from prunekit.testing import changes, judge, randomise, snapshot
 
-pytest.importorskip("transformers")
+try:
+    import hf_nets
+
+    hf_nets._hf()
+except ImportError:
+    pytest.skip("transformers is not installed", allow_module_level=True)
 
 
 def _model(name: str) -> nn.Module:

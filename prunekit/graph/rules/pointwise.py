@@ -43,7 +43,7 @@ ZERO_PRESERVING = frozenset({
     "sign", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
     "feature_alpha_dropout", "contiguous", "clone", "detach", "float", "double", "half",
     "bfloat16", "to", "type", "type_as", "cpu", "requires_grad_", "identity",
-    "alias", "_to_copy", "lift_fresh_copy", "gelu_", "native_dropout",
+    "alias", "_to_copy", "lift_fresh_copy", "gelu_", "dropout_", "feature_dropout",
 })
 #: Activations with f(0) != 0: fine in a gate, refused where a layer reads them.
 NONZERO_MODULES: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus,
