@@ -7,7 +7,9 @@ The path of one pruning call, one module each::
 
 ``prunekit.prune`` and ``prunekit.plan`` are functions (from :mod:`prunekit.planning`);
 ``prunekit.prune_iteratively`` comes from :mod:`prunekit.iterative`, the settings they all
-take from :mod:`prunekit.settings`.
+take from :mod:`prunekit.settings`. ``prunekit.prune_depth`` / ``plan_depth`` remove whole
+residual blocks instead (:mod:`prunekit.depth`); Hugging Face models' head counts and config
+follow a cut (:mod:`prunekit.hf`).
 """
 
 import sys

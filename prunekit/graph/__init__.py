@@ -10,9 +10,11 @@ in every tensor that carries it, so we must also cut
   running tensor, so the stem, every ``conv2`` and every projection shortcut share ONE set of
   channels (Li et al., 2017, "Pruning Filters for Efficient ConvNets", section 3.3).
 
-We find these sets by tracing the model once with ``torch.fx`` (in eval mode) and running
-the traced graph on an example input, so every tensor's shape is known -- both on a probe copy
-(:mod:`.preflight`), so the model you pass in is never run or changed. Every tensor gets a
+We find these sets by tracing the model once with ``torch.fx`` (in eval mode) -- or, where
+fx cannot trace it (Hugging Face language models), with ``torch.export`` (:mod:`.export`: the
+same rules on ATen ops) -- and running the traced graph on an example input, so every tensor's
+shape is known -- both on a probe copy (:mod:`.preflight`), so the model you pass in is never
+run or changed. Every tensor gets a
 :class:`~prunekit.graph.flow.Flow`: which channel sits at each position -- along whatever
 axis the channels are (channels-first, channels-last, tokens, attention heads) -- and whether
 the value would be exactly zero if that channel were removed.
@@ -22,8 +24,9 @@ model computes with the removed channels set to zero (``Plan.mask()``; the tests
 every architecture). Every rule below keeps that promise:
 
 =============================  ===========================================================
-conv / linear                  create a fresh set of channels (output rows); read their
+conv / linear / Conv1D         create a fresh set of channels (output rows); read their
                                input's channels (input columns)
+embedding                      creates channels (its table's columns); the ids are not
 BatchNorm, f(0)=0 activations, the same channels pass through
 pooling, dropout, drop path
 depthwise conv                 output channel c IS input channel c (``groups`` shrinks)
@@ -36,9 +39,12 @@ grouped conv                   inputs and outputs cut in equal numbers per group
 ``torch.cat`` / split / chunk  concatenated layouts (offsets); equal pieces keep equal sizes
 reshape, permute, ``x[:, i]``  followed exactly; a size written as a constant in forward()
                                cannot shrink, so what it holds is pinned (write -1)
-LayerNorm, GroupNorm           pin the channels they normalise together (removing one
+LayerNorm, GroupNorm, RMSNorm  pin the channels they normalise together (removing one
                                changes the others' statistics); the MLP inside is free
-attention                      whole heads (q, k, v rows + output columns) are the units
+                               (``approximate=True`` cuts them anyway: not exact, measured)
+attention                      whole heads (q, k, v rows + output columns) are the units;
+                               under grouped-query attention a key/value head with its
+                               group of query heads
 model input / model output     pinned (the output keeps its classes unless named in ratios)
 a width used as a number       pinned (``x / x.shape[1]``, ``conv.out_channels`` read in
                                forward(), a statistic of a parameter that would be cut)
@@ -52,7 +58,8 @@ A *group* (:class:`Group`) is every channel created together, with every layer t
 produces it (cuts output rows), normalises it, passes it through (depthwise) or reads it
 (cuts input columns). ``print(graph)`` shows them all. The layout: :mod:`.preflight` (what a
 trace cannot see; the probe copy), :mod:`.atoms` (union-find), :mod:`.flow` (per-tensor
-labels), :mod:`.tracer` (running the graph), :mod:`.rules` (one module per op family),
+labels), :mod:`.export` (the torch.export front-end), :mod:`.tracer` (running the graph),
+:mod:`.rules` (one module per op family),
 :mod:`.kinds` (the table of layer kinds), :mod:`.collect` (atoms -> groups), :mod:`.model`
 (the result). A plan made from the groups is checked before it is applied
 (:mod:`prunekit.verify`): the net under every rule.

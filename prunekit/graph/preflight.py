@@ -118,6 +118,9 @@ def probe_copy(model: nn.Module) -> nn.Module:
 
 def is_hf_config(value: Any) -> bool:
     """A ``transformers`` configuration object (``PretrainedConfig``), by duck type."""
+    if value is None or isinstance(value, (bool, int, float, str, Tensor, dict, list, tuple,
+                                           set, nn.Module)):
+        return False
     return hasattr(value, "to_dict") and hasattr(value, "model_type") and \
         hasattr(value, "architectures")
 
