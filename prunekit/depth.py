@@ -36,7 +36,7 @@ from torch import Tensor, fx, nn
 from .errors import PruningError
 from .graph import as_input_tuple, eval_mode
 from .graph.export import module_stack
-from .graph.preflight import is_hf_config, probe_copy, refuse_hidden_computation
+from .graph.preflight import hf_configs, is_hf_config, probe_copy, refuse_hidden_computation
 from .metrics import count_params
 from .verify import output_error, tolerance
 
@@ -329,9 +329,7 @@ def _renumber(model: nn.Module, container: nn.Module, old: int, gone: list[int])
         for m in layer.modules():
             if isinstance(getattr(m, "layer_idx", None), int):
                 m.layer_idx = i
-    configs = {id(c): c for m in model.modules() for c in m.__dict__.values()
-               if is_hf_config(c)}
-    for config in configs.values():
+    for config in hf_configs(model).values():
         if getattr(config, "num_hidden_layers", None) == old:
             config.num_hidden_layers = len(container)
             types = getattr(config, "layer_types", None)

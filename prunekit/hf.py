@@ -168,8 +168,16 @@ def updates(model: nn.Module, new: dict[str, nn.Module]) -> Updates:
     out = Updates()
     if not new:
         return out
+    hf_model = is_hf_model(model)
+    if hf_model:
+        attention = attention_modules(model)
+    else:                       # only the modules around a cut layer can hold its numbers
+        parents = {p.rpartition(".")[0] for p in new}
+        attention = {p: model.get_submodule(p) for p in parents
+                     if p and _head_size(model.get_submodule(p)) is not None and any(
+                         c in model.get_submodule(p)._modules for c in (*_Q, *_FUSED))}
     heads_per_layer: dict[str, tuple[int, int | None]] = {}
-    for path, m in attention_modules(model).items():
+    for path, m in attention.items():
         if not any(p.startswith(path + ".") for p in new):
             numbers = _attention_numbers(model, {}, path, m)
         else:
@@ -190,7 +198,7 @@ def updates(model: nn.Module, new: dict[str, nn.Module]) -> Updates:
             if isinstance(getattr(m, name, None), int) and getattr(m, name) != heads * head:
                 out.attrs[(path, name)] = heads * head
     _mlp_attrs(model, new, out)
-    if is_hf_model(model):
+    if hf_model:
         _config_numbers(model, heads_per_layer, new, out)
         _hidden_size(model, new, out)
     return out
@@ -225,9 +233,10 @@ def _hidden_size(model: nn.Module, new: dict[str, nn.Module], out: Updates) -> N
 
 def _mlp_attrs(model: nn.Module, new: dict[str, nn.Module], out: Updates) -> None:
     """An MLP module that keeps its width as a number (``LlamaMLP.intermediate_size``)."""
-    for path, m in model.named_modules():
-        width = getattr(m, "intermediate_size", None)
-        if not isinstance(width, int) or not any(p.startswith(path + ".") for p in new):
+    for path in {p.rpartition(".")[0] for p in new}:
+        m = model.get_submodule(path)
+        width = m.__dict__.get("intermediate_size")
+        if not isinstance(width, int):
             continue
         for child, layer in m.named_children():
             if _out_width(layer) == width and f"{path}.{child}" in new:

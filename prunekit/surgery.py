@@ -29,7 +29,7 @@ from .cuts import (prune_attention, prune_batchnorm, prune_conv, prune_conv_tran
                    prune_linear, set_tensor, take)
 from .graph import ChannelGraph
 from .graph.kinds import KINDS
-from .graph.preflight import is_hf_config, shell_copy
+from .graph.preflight import hf_configs, shell_copy
 from .graph.preflight import private_configs as own_configs
 
 __all__ = ["prune_conv", "prune_conv_transpose", "prune_linear", "prune_batchnorm",
@@ -88,9 +88,11 @@ def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
             isinstance(v, Tensor) for v in module.__dict__.values()):
         return copy.deepcopy(module, memo)
     shell = module.__class__.__new__(module.__class__)
-    shell.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else
-                      memo.get(id(v), v) if is_hf_config(v) else v
+    shell.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else v
                       for k, v in module.__dict__.items()}
+    if "config" in shell.__dict__:                 # a Hugging Face config: the copy's own
+        shell.__dict__["config"] = memo.get(id(shell.__dict__["config"]),
+                                            shell.__dict__["config"])
     memo[id(module)] = shell
     for name, child in module._modules.items():
         shell._modules[name] = None if child is None else _copy_tree(child, memo)
@@ -146,9 +148,7 @@ def _set_numbers(model: nn.Module, updates: Any) -> list[tuple[Any, str, Any]]:
         m = model.get_submodule(path)
         undo.append((m, name, getattr(m, name)))
         setattr(m, name, value)
-    configs = {id(c): c for m in model.modules() for c in m.__dict__.values()
-               if is_hf_config(c)}
-    for config in configs.values():
+    for config in hf_configs(model).values():
         for name, value in updates.config.items():
             undo.append((config, name, getattr(config, name, _MISSING)))
             setattr(config, name, value)
@@ -161,8 +161,7 @@ _MISSING = object()
 def private_configs(model: nn.Module) -> dict[int, Any]:
     """``{id(config): copy}`` for every Hugging Face config in ``model``: what a copy of the
     model holds instead, so a change to the copy's config never reaches the original."""
-    return {id(c): copy.deepcopy(c) for m in model.modules() for c in m.__dict__.values()
-            if is_hf_config(c)}
+    return {key: copy.deepcopy(c) for key, c in hf_configs(model).items()}
 
 
 def _replace_in_place(model: nn.Module, new: Mapping[str, nn.Module],

@@ -132,16 +132,22 @@ def private_configs(model: nn.Module, **changes: Any) -> dict[int, Any]:
 
     swapped: dict[int, Any] = {}
     for m in model.modules():
-        for key, value in list(m.__dict__.items()):
-            if not is_hf_config(value):
-                continue
-            if id(value) not in swapped:
-                swapped[id(value)] = copy.deepcopy(value)
-                for k, v in changes.items():
-                    if hasattr(swapped[id(value)], k):
-                        setattr(swapped[id(value)], k, v)
-            m.__dict__[key] = swapped[id(value)]
+        value = m.__dict__.get("config")           # where Hugging Face modules keep it
+        if value is None or not is_hf_config(value):
+            continue
+        if id(value) not in swapped:
+            swapped[id(value)] = copy.deepcopy(value)
+            for k, v in changes.items():
+                if hasattr(swapped[id(value)], k):
+                    setattr(swapped[id(value)], k, v)
+        m.__dict__["config"] = swapped[id(value)]
     return swapped
+
+
+def hf_configs(model: nn.Module) -> dict[int, Any]:
+    """``{id: config}`` of the Hugging Face configs the modules of ``model`` hold."""
+    return {id(c): c for m in model.modules()
+            if (c := m.__dict__.get("config")) is not None and is_hf_config(c)}
 
 
 _WATCHED: dict[type, type] = {}
