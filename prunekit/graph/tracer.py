@@ -63,8 +63,11 @@ def fn_name(node: fx.Node) -> str:
     return ""
 
 
+_ATEN = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
+
+
 def _is_aten(node: fx.Node) -> bool:
-    return isinstance(node.target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket))
+    return isinstance(node.target, _ATEN)
 
 
 def _aten_name(node: fx.Node) -> str:
