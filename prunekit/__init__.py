@@ -7,13 +7,16 @@ The path of one pruning call, one module each::
 
 ``prunekit.prune`` and ``prunekit.plan`` are functions (from :mod:`prunekit.planning`);
 ``prunekit.prune_iteratively`` comes from :mod:`prunekit.iterative`, the settings they all
-take from :mod:`prunekit.settings`.
+take from :mod:`prunekit.settings`. ``prunekit.prune_depth`` / ``plan_depth`` remove whole
+residual blocks instead (:mod:`prunekit.depth`); Hugging Face models' head counts and config
+follow a cut (:mod:`prunekit.hf`).
 """
 
 import sys
 import types
 
 from . import iterative, planning
+from .depth import plan_depth, prune_depth
 from .errors import PruningError
 from .iterative import prune_iteratively
 from .planning import Plan, PruneResult, plan, prune
@@ -21,7 +24,7 @@ from .settings import Settings
 
 __version__ = "0.1.0"
 __all__ = ["PruningError", "Plan", "PruneResult", "Settings", "plan", "prune",
-           "prune_iteratively", "__version__"]
+           "prune_iteratively", "plan_depth", "prune_depth", "__version__"]
 
 
 

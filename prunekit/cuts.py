@@ -30,7 +30,8 @@ from .errors import PruningError
 from .modules import PrunedMultiheadAttention
 
 __all__ = ["prune_conv", "prune_conv_transpose", "prune_linear", "prune_batchnorm",
-           "prune_attention", "set_tensor", "take"]
+           "prune_attention", "prune_linear_t", "prune_embedding", "prune_norm", "set_tensor",
+           "take"]
 
 
 
@@ -129,6 +130,45 @@ def prune_linear(linear: nn.Linear, keep_out: Tensor | None, keep_in: Tensor | N
     set_tensor(new, "weight", weight, linear.weight)
     set_tensor(new, "bias", take(linear.bias, 0, keep_out), linear.bias)
     new.out_features, new.in_features = weight.shape
+    return new
+
+
+@torch.no_grad()
+def prune_linear_t(layer: nn.Module, keep_out: Tensor | None, keep_in: Tensor | None) -> nn.Module:
+    """A copy of a Linear stored transposed (GPT-2's ``Conv1D``: ``weight[in, out]``,
+    ``nf`` outputs): rows are the inputs, columns the outputs."""
+    new = _shell(layer)
+    weight = _take2(layer.weight, keep_in, keep_out)
+    set_tensor(new, "weight", weight, layer.weight)
+    set_tensor(new, "bias", take(layer.bias, 0, keep_out), layer.bias)
+    new.nf = weight.shape[1]
+    if hasattr(layer, "nx"):
+        new.nx = weight.shape[0]
+    return new
+
+
+@torch.no_grad()
+def prune_embedding(layer: nn.Embedding, keep: Tensor | None) -> nn.Embedding:
+    """A copy of an embedding table keeping columns (channels) ``keep``."""
+    new = _shell(layer)
+    weight = take(layer.weight, 1, keep)
+    set_tensor(new, "weight", weight, layer.weight)
+    new.embedding_dim = weight.shape[1]
+    return new
+
+
+@torch.no_grad()
+def prune_norm(layer: nn.Module, keep: Tensor | None) -> nn.Module:
+    """A copy of a LayerNorm / RMSNorm over the last dim keeping channels ``keep`` (gamma,
+    beta, ``normalized_shape``). Not exact: the kept channels are normalised by statistics
+    over fewer channels -- prunekit does this only when asked (``approximate=True``)."""
+    new = _shell(layer)
+    for name in ("weight", "bias"):
+        old = getattr(layer, name, None)
+        if isinstance(old, Tensor):
+            set_tensor(new, name, take(old, 0, keep), old)
+    if hasattr(layer, "normalized_shape") and keep is not None:
+        new.normalized_shape = (len(keep),)
     return new
 
 

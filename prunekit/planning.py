@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import hf
 from .errors import PruningError
 from .graph import ChannelGraph, Group, as_input_tuple, build_graph
 from .importance import group_scores, normalise
@@ -53,7 +54,7 @@ from .metrics import count_params
 from .settings import Settings
 from .surgery import mask as mask_model
 from .surgery import pruned_modules, pruned_params, replace_modules
-from .verify import verify_cut
+from .verify import output_error, run_twice, verify_cut
 
 __all__ = ["plan", "prune", "plan_on_graph", "choose", "slimming_ratios", "Plan", "PruneResult",
            "GroupList", "layer_names", "allowed_removals", "select_lowest", "local_counts",
@@ -241,7 +242,8 @@ def plan(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], ratio: f
     ``example_inputs``, score, choose. Settings as :class:`prunekit.settings.Settings`."""
     config = Settings.of(ratio=ratio, **settings)
     as_input_tuple(example_inputs)
-    return plan_on_graph(model, build_graph(model, example_inputs), config)
+    graph = build_graph(model, example_inputs, config.frontend, config.approximate)
+    return plan_on_graph(model, graph, config)
 
 
 def plan_on_graph(model: nn.Module, graph: ChannelGraph, settings: Settings | None = None,
@@ -337,13 +339,27 @@ class PruneResult:
     before: dict[str, int]
     after: dict[str, int]
     plan: Plan | None = field(default=None, repr=False)
+    #: ``None`` for an exact cut; after an approximate one (``approximate=True``):
+    #: ``{"relative_error": e, "inputs": shapes, "groups": names}`` -- the output error of the
+    #: pruned model against the dense model, measured on the example input.
+    approximation: dict[str, Any] | None = None
+
+    @property
+    def exact(self) -> bool:
+        """True when the pruned model equals the zero-masked dense model (checked)."""
+        return self.approximation is None
 
     def __str__(self) -> str:
         b, a = self.before, self.after
-        return (f"PruneResult: params {b['params']:,} -> {a['params']:,} "
+        text = (f"PruneResult: params {b['params']:,} -> {a['params']:,} "
                 f"(x{a['params'] / max(b['params'], 1):.3f}), MACs {b['macs']:,} -> "
                 f"{a['macs']:,} (x{a['macs'] / max(b['macs'], 1):.3f}); "
                 f"{len(self.removed)} layers cut")
+        if self.approximation is not None:
+            text += (f"; NOT EXACT: normalised streams cut approximately, relative output error "
+                     f"{self.approximation['relative_error']:.3g} against the dense model on "
+                     f"the example input {self.approximation['inputs']}")
+        return text
 
 
 @dataclass
@@ -378,17 +394,43 @@ class Plan:
         if self._spent:
             raise PruningError("this plan was already applied in place; make a new plan")
         before = {"params": count_params(self.model), "macs": self.graph.count_macs()}
-        new = pruned_modules(self.model, self.graph, self.removed)
-        params = pruned_params(self.model, self.graph, self.removed)
-        if any(len(r) for r in self.removed.values()):
+        approx = [g for g in self.graph.groups if g.approximate and len(self.removed.get(
+            g.index, ()))]
+        exact = {i: r for i, r in self.removed.items()
+                 if not any(g.index == i for g in approx)}
+        new, params, numbers = self._cut(exact)
+        if any(len(r) for r in exact.values()):   # the exact part: checked against the mask
             probe = self.graph.root             # the caller's layers, run on probes only
-            verify_cut(self.graph, self.removed,
-                       replace_modules(probe, new, False, params, share=True),
-                       mask_model(probe, self.graph, self.removed, share=True))
-        model = replace_modules(self.model, new, inplace, params)
+            verify_cut(self.graph, exact,
+                       replace_modules(probe, new, False, params, share=True, updates=numbers),
+                       mask_model(probe, self.graph, exact, share=True))
+        approximation = None
+        if approx:                                # the approximate part: measured, reported
+            new, params, numbers = self._cut(self.removed)
+            approximation = self._measure(new, params, numbers, approx)
+        model = replace_modules(self.model, new, inplace, params, updates=numbers)
         self._spent = inplace
         after = {"params": count_params(model), "macs": self.graph.count_macs(self.removed)}
-        return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self)
+        return PruneResult(model, self.removed_by_layer(), self.groups, before, after, self,
+                           approximation)
+
+    def _cut(self, removed: dict[int, Tensor]) -> tuple[dict, dict, Any]:
+        new = pruned_modules(self.model, self.graph, removed)
+        return new, pruned_params(self.model, self.graph, removed), hf.updates(self.model, new)
+
+    def _measure(self, new: dict, params: dict, numbers: Any, approx: list[Group]) -> dict:
+        """Output error of the (approximately) cut model against the dense one."""
+        probe = self.graph.root
+        try:
+            got, want = run_twice(replace_modules(probe, new, False, params, share=True,
+                                                  updates=numbers), probe,
+                                  self.graph.example_inputs)
+            error = output_error(got, want)
+        except Exception as e:  # noqa: BLE001 -- the cut model's forward() fails
+            raise PruningError(f"the approximate cut of {[g.name for g in approx]} gives a "
+                               f"model that does not run ({type(e).__name__}: {e})") from e
+        return {"relative_error": error, "groups": [g.name for g in approx],
+                "inputs": [tuple(t.shape) for t in self.graph.example_inputs]}
 
     def mask(self) -> nn.Module:
         """A full-size copy of the model with the planned channels zeroed (conv / linear rows

@@ -40,6 +40,15 @@ class Settings:
         data, loss_fn, batches: batches of ``(inputs, targets)`` for ``"taylor"``,
             ``"taylor_bn"`` and ``"oracle"`` (first ``batches`` batches; cross-entropy).
         seed: seed of the ``"random"`` baseline.
+        approximate: also cut channels that a LayerNorm / RMSNorm normalises together (the
+            residual stream of a transformer: Minitron's hidden-dimension pruning,
+            Muralidharan et al., 2024). **Not exact** -- the kept channels are normalised by
+            statistics over fewer channels -- so it is off by default; with it the result
+            reports the output error measured against the dense model on the example input
+            (``PruneResult.approximation``) and every other cut is still checked exact.
+        frontend: how the model is traced: ``"auto"`` (``torch.fx``, and ``torch.export``
+            where fx cannot trace -- Hugging Face language models), ``"fx"`` or ``"export"``
+            (:mod:`prunekit.graph.export`).
         normalise: for ``scope="global"``: divide each group's scores by the group's mean
             before ranking (default; layers of different scale compete fairly). ``False``
             ranks raw scores -- network slimming's global |gamma| threshold (Liu et al.,
@@ -58,6 +67,8 @@ class Settings:
     batches: int = 4
     seed: int = 0
     normalise: bool = True
+    frontend: str = "auto"
+    approximate: bool = False
 
     @classmethod
     def of(cls, **keywords: Any) -> Settings:
@@ -86,6 +97,11 @@ class Settings:
                                "'global' (rank all groups together)")
         if not isinstance(self.max_ratio, (int, float)) or not 0 < self.max_ratio <= 1:
             raise PruningError(f"max_ratio={self.max_ratio!r} must be in (0, 1]")
+        if not isinstance(self.approximate, bool):
+            raise PruningError(f"approximate={self.approximate!r} must be True or False")
+        if self.frontend not in ("auto", "fx", "export"):
+            raise PruningError(f"frontend={self.frontend!r}: use 'auto' (torch.fx, and "
+                               "torch.export where fx cannot trace), 'fx' or 'export'")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PruningError(f"round_to={self.round_to!r} must be a positive integer")
         criterion_name(self.importance)
@@ -101,7 +117,8 @@ class Settings:
     def summary(self) -> dict[str, Any]:
         """What a plan records about how it was made (``plan.settings``): the settings, with
         a callable criterion by its name and without the data."""
-        keep = ("ratio", "importance", "scope", "ratios", "max_ratio", "round_to", "normalise")
+        keep = ("ratio", "importance", "scope", "ratios", "max_ratio", "round_to", "normalise",
+                "approximate")
         out = {k: getattr(self, k) for k in keep}
         if not isinstance(self.importance, str):
             out["importance"] = getattr(self.importance, "__name__", "callable")

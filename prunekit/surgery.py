@@ -29,7 +29,8 @@ from .cuts import (prune_attention, prune_batchnorm, prune_conv, prune_conv_tran
                    prune_linear, set_tensor, take)
 from .graph import ChannelGraph
 from .graph.kinds import KINDS
-from .graph.preflight import shell_copy
+from .graph.preflight import hf_configs, shell_copy
+from .graph.preflight import private_configs as own_configs
 
 __all__ = ["prune_conv", "prune_conv_transpose", "prune_linear", "prune_batchnorm",
            "prune_attention", "pruned_modules", "pruned_params", "replace_modules",
@@ -89,6 +90,9 @@ def _copy_tree(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     shell = module.__class__.__new__(module.__class__)
     shell.__dict__ = {k: v.copy() if isinstance(v, (dict, set, list)) else v
                       for k, v in module.__dict__.items()}
+    if "config" in shell.__dict__:                 # a Hugging Face config: the copy's own
+        shell.__dict__["config"] = memo.get(id(shell.__dict__["config"]),
+                                            shell.__dict__["config"])
     memo[id(module)] = shell
     for name, child in module._modules.items():
         shell._modules[name] = None if child is None else _copy_tree(child, memo)
@@ -105,7 +109,8 @@ def _aliases(model: nn.Module) -> dict[str, list[str]]:
 
 
 def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: bool,
-                    params: Params | None = None, share: bool = False) -> nn.Module:
+                    params: Params | None = None, share: bool = False,
+                    updates: Any = None) -> nn.Module:
     """Put the new layers and parameters in: into ``model`` itself (``inplace``) or into a
     copy of it.
 
@@ -114,25 +119,57 @@ def replace_modules(model: nn.Module, new: Mapping[str, nn.Module], inplace: boo
     With ``share`` the copy is a probe instead (:func:`~prunekit.graph.preflight.shell_copy`:
     the other layers' parameters shared, buffers cloned) -- for a check run, not for keeping.
     In place, a failure half-way puts every old layer and parameter back: the caller's model
-    is either fully pruned or exactly as before.
+    is either fully pruned or exactly as before. ``updates`` (:class:`prunekit.hf.Updates`):
+    numbers that layers and a Hugging Face config keep about widths, set on the result (the
+    copy gets its own config).
     """
     params = params or {}
     old = {name: model.get_submodule(name) for name in new}
     if not inplace:
-        swap = {id(old[n]): m for n, m in new.items()}
+        swap: dict[int, Any] = {id(old[n]): m for n, m in new.items()}
+        if not share:
+            swap.update(private_configs(model))
         target = shell_copy(model, swap) if share else _copy_tree(model, swap)
         for (owner, name), value in params.items():
             layer = target.get_submodule(owner)
             set_tensor(layer, name, value, getattr(layer, name))
+        if updates:
+            if share:
+                own_configs(target)
+            _set_numbers(target, updates)
         return target
-    return _replace_in_place(model, new, old, params)
+    return _replace_in_place(model, new, old, params, updates)
+
+
+def _set_numbers(model: nn.Module, updates: Any) -> list[tuple[Any, str, Any]]:
+    """Set ``updates`` on ``model``; returns ``(object, name, old value)`` to undo them."""
+    undo = []
+    for (path, name), value in updates.attrs.items():
+        m = model.get_submodule(path)
+        undo.append((m, name, getattr(m, name)))
+        setattr(m, name, value)
+    for config in hf_configs(model).values():
+        for name, value in updates.config.items():
+            undo.append((config, name, getattr(config, name, _MISSING)))
+            setattr(config, name, value)
+    return undo
+
+
+_MISSING = object()
+
+
+def private_configs(model: nn.Module) -> dict[int, Any]:
+    """``{id(config): copy}`` for every Hugging Face config in ``model``: what a copy of the
+    model holds instead, so a change to the copy's config never reaches the original."""
+    return {key: copy.deepcopy(c) for key, c in hf_configs(model).items()}
 
 
 def _replace_in_place(model: nn.Module, new: Mapping[str, nn.Module],
-                      old: dict[str, nn.Module], params: Params) -> nn.Module:
+                      old: dict[str, nn.Module], params: Params, updates: Any = None) -> nn.Module:
     aliases = _aliases(model)
     old_params = {key: getattr(model.get_submodule(key[0]), key[1]) for key in params}
     done: list[str] = []
+    undo: list[tuple[Any, str, Any]] = []
     try:
         for name, module in new.items():
             for alias in aliases.get(name, [name]):
@@ -140,7 +177,14 @@ def _replace_in_place(model: nn.Module, new: Mapping[str, nn.Module],
                 done.append(alias)
         for (owner, name), value in params.items():
             set_tensor(model.get_submodule(owner), name, value, old_params[(owner, name)])
+        if updates:
+            undo = _set_numbers(model, updates)
     except BaseException:
+        for obj, name, value in reversed(undo):
+            if value is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, value)
         for alias in done:
             _swap(model, alias, old[next(n for n in new if alias in aliases.get(n, [n]))])
         for (owner, name), value in old_params.items():

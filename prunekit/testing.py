@@ -64,8 +64,9 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is not None:
                 uniform(m.running_mean, -1, 1)
                 uniform(m.running_var, 0.5, 2)
-            if isinstance(m, _NORMS):
-                for p, (low, high) in ((m.weight, (0.2, 1.5)), (m.bias, (-1, 1))):
+            if isinstance(m, _NORMS) or "norm" in type(m).__name__.lower():
+                for p, (low, high) in ((getattr(m, "weight", None), (0.2, 1.5)),
+                                   (getattr(m, "bias", None), (-1, 1))):
                     if isinstance(p, Tensor):
                         uniform(p, low, high)
             elif isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
@@ -157,8 +158,12 @@ def changes(model: nn.Module, before: Snapshot) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 def _run(model: nn.Module, inputs: tuple[Tensor, ...]) -> Any:
+    """The model's outputs (a Hugging Face model's without its key/value cache object)."""
+    from .hf import is_hf_model
+
+    kwargs = {"use_cache": False} if is_hf_model(model) else {}
     with torch.no_grad():
-        return model(*inputs)
+        return model(*inputs, **kwargs)
 
 
 def _as_tuple(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:

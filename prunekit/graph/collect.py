@@ -125,7 +125,10 @@ def _mark(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:
     """Pins, model-output marks and grouped-conv blocks, from atoms to groups."""
     for atoms, reason in tr.atoms.pins:
         for g in layout.groups_of(atoms):
-            groups[g].pinned = groups[g].pinned or reason
+            if tr.approximate and reason in tr.approximable:
+                groups[g].approximate = groups[g].approximate or reason
+            else:
+                groups[g].pin(reason)
     for atoms in tr.atoms.outputs:
         for g in layout.groups_of(atoms):
             groups[g].is_output = True
@@ -241,8 +244,7 @@ def _pin_shared_tensors(model: nn.Module, groups: list[Group]) -> None:
         text = " and ".join(f"'{p + '.' if p else ''}{n}'" for p, n in owners)
         for g in groups:
             if any(_touches(m, p, n) for m in g.members for p, n in owners):
-                g.pinned = g.pinned or f"{text} share one tensor (tied weights); cutting one " \
-                                       "would untie them"
+                g.pin(f"{text} share one tensor (tied weights); cutting one would untie them")
 
 
 def _check_requirements(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:

@@ -16,6 +16,12 @@ bn            out -> bn                ``prune_batchnorm``              gamma, b
                                                                         running mean)
 mha           in -> in, heads -> heads ``prune_attention``              q, k, v rows
 mha_out       out -> out               (cut with its ``mha``)           weight rows, bias
+linear_t      out -> out, in -> in     ``prune_linear_t`` (GPT-2's      weight dim 1, bias
+                                       ``Conv1D``: weight ``(in, out)``)
+embedding     out -> out               ``prune_embedding`` (columns)    weight dim 1
+norm          out -> norm              ``prune_norm`` (LayerNorm /      gamma, beta (only
+                                       RMSNorm; only when asked for an  cut approximately)
+                                       approximate cut: Minitron)
 ============  =======================  ===============================  ==================
 
 The roles are what a group lists (:data:`prunekit.graph.model.ROLE_TEXT`); the cut is what
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..cuts import (prune_attention, prune_batchnorm, prune_conv, prune_conv_transpose,
-                    prune_linear)
+                    prune_embedding, prune_linear, prune_linear_t, prune_norm)
 from ..modules import PrunedMultiheadAttention
 
 __all__ = ["LayerKind", "KINDS", "kind_of", "weight_rows"]
@@ -62,9 +68,19 @@ def weight_rows(layer: nn.Module, weight: Tensor | None = None) -> Tensor:
     if weight is None:
         weight = layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) \
             else layer.weight
-    if getattr(layer, "transposed", False) and weight.dim() > 1:
+    if (getattr(layer, "transposed", False) or _stored_transposed(layer)) and weight.dim() > 1:
         weight = weight.transpose(0, 1)
     return weight.flatten(1)
+
+
+def _stored_transposed(layer: nn.Module) -> bool:
+    """A table or weight whose *columns* are the output channels: an embedding's, and GPT-2's
+    ``Conv1D`` (``weight[in, out]``)."""
+    return isinstance(layer, nn.Embedding) or _is_conv1d(layer)
+
+
+def _is_conv1d(layer: nn.Module) -> bool:
+    return type(layer).__name__ == "Conv1D" and hasattr(layer, "nf")
 
 
 def _rows_and_bias(_: nn.Module) -> tuple[tuple[str, int], ...]:
@@ -109,6 +125,13 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in [
     LayerKind("mha", {"in": "in", "heads": "heads"}, _cut_attention,
               lambda m: (("in_proj_weight", 0), ("in_proj_bias", 0)), weight_rows),
     LayerKind("mha_out", {"out": "out"}, None, _rows_and_bias),
+    LayerKind("linear_t", {"out": "out", "in": "in"},
+              lambda m, k: prune_linear_t(m, k.get("out"), k.get("in")),
+              lambda m: (("weight", 1), ("bias", 0)), weight_rows, ("bias",)),
+    LayerKind("embedding", {"out": "out"}, lambda m, k: prune_embedding(m, k.get("out")),
+              lambda m: (("weight", 1),), weight_rows),
+    LayerKind("norm", {"out": "norm"}, lambda m, k: prune_norm(m, k.get("out")),
+              lambda m: (("weight", 0), ("bias", 0)), None, ("weight", "bias")),
 ]}
 
 
@@ -119,6 +142,10 @@ def kind_of(layer: nn.Module) -> LayerKind | None:
         return KINDS["convT" if layer.transposed else "conv"]
     if isinstance(layer, nn.Linear):
         return KINDS["linear"]
+    if _is_conv1d(layer):
+        return KINDS["linear_t"]
+    if isinstance(layer, nn.Embedding):
+        return KINDS["embedding"]
     if isinstance(layer, (nn.MultiheadAttention, PrunedMultiheadAttention)):
         return KINDS["mha"]
     if isinstance(layer, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):

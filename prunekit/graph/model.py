@@ -33,6 +33,7 @@ ROLE_TEXT = {
     "dw": "depthwise (rows = channels)",
     "heads": "attention heads (q, k, v rows)",
     "bn": "BatchNorm",
+    "norm": "normalises them together",
     "param": "per-channel parameters",
     "in": "cuts input columns",
 }
@@ -86,6 +87,18 @@ class Group:
     base: int = 0                  # global id of channel 0 (ids are base .. base + size - 1)
     min_keep: int = 1              # at least this many channels stay (e.g. a squeeze() reads it)
     min_keep_why: str = ""
+    also: list[str] = field(default_factory=list)   # other kinds of reasons it is pinned
+    approximate: str | None = None  # a pin lifted on request: cutting it is NOT exact (why)
+
+    def pin(self, reason: str) -> None:
+        """Pin the group; the first reason is :attr:`pinned`, a reason of another kind (its
+        first three words differ: a tied weight beside a norm) is kept in :attr:`also`."""
+        if self.pinned is None:
+            self.pinned = reason
+            return
+        kind = reason.split()[:3]
+        if kind != self.pinned.split()[:3] and all(kind != a.split()[:3] for a in self.also):
+            self.also.append(reason)
 
     def modules(self, role: str | None = None) -> list[str]:
         """Names of member layers (optionally only those with one role), in trace order."""
@@ -113,8 +126,12 @@ class Group:
 
     def __str__(self) -> str:
         state = f"pinned: {self.pinned}" if self.pinned else (
-            "model output (kept unless named in ratios)" if self.is_output else "prunable")
+            "model output (kept unless named in ratios)" if self.is_output else
+            f"prunable APPROXIMATELY (not exact: {self.approximate})" if self.approximate
+            else "prunable")
         head = f"Group {self.index} '{self.name}': {self.size} channels, {state}"
+        for reason in self.also:
+            head += f"\n  also pinned: {reason}"
         if self.blocks > 1:
             head += f", {self.blocks} equal blocks"
         lines = [head]

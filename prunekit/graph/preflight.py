@@ -108,8 +108,46 @@ def shell_copy(module: nn.Module, replace: dict[int, nn.Module] | None = None,
 
 def probe_copy(model: nn.Module) -> nn.Module:
     """What prunekit traces, runs and scores instead of ``model``: :func:`shell_copy` in eval
-    mode, so that the caller's buffers, train/eval flags and attributes are never touched."""
-    return shell_copy(model).eval()
+    mode, so that the caller's buffers, train/eval flags and attributes are never touched.
+    A Hugging Face model's config is copied too, with ``use_cache=False`` (the probe's outputs
+    are then tensors only, no key/value cache object)."""
+    probe = shell_copy(model).eval()
+    private_configs(probe, use_cache=False)
+    return probe
+
+
+def is_hf_config(value: Any) -> bool:
+    """A ``transformers`` configuration object (``PretrainedConfig``), by duck type."""
+    if value is None or isinstance(value, (bool, int, float, str, Tensor, dict, list, tuple,
+                                           set, nn.Module)):
+        return False
+    return hasattr(value, "to_dict") and hasattr(value, "model_type") and \
+        hasattr(value, "architectures")
+
+
+def private_configs(model: nn.Module, **changes: Any) -> dict[int, Any]:
+    """Give ``model`` (a copy) its own copy of every Hugging Face config its modules share
+    with another model, with ``changes`` set on it; ``{id(old): new}``."""
+    import copy
+
+    swapped: dict[int, Any] = {}
+    for m in model.modules():
+        value = m.__dict__.get("config")           # where Hugging Face modules keep it
+        if value is None or not is_hf_config(value):
+            continue
+        if id(value) not in swapped:
+            swapped[id(value)] = copy.deepcopy(value)
+            for k, v in changes.items():
+                if hasattr(swapped[id(value)], k):
+                    setattr(swapped[id(value)], k, v)
+        m.__dict__["config"] = swapped[id(value)]
+    return swapped
+
+
+def hf_configs(model: nn.Module) -> dict[int, Any]:
+    """``{id: config}`` of the Hugging Face configs the modules of ``model`` hold."""
+    return {id(c): c for m in model.modules()
+            if (c := m.__dict__.get("config")) is not None and is_hf_config(c)}
 
 
 _WATCHED: dict[type, type] = {}

@@ -30,11 +30,20 @@ _TORCH_MODULES = ("torch", "_operator", "operator", "builtins", "math")
 
 
 def op_name(node: fx.Node, module: nn.Module | None = None) -> str:
-    """A short, readable name of what a node does (used in every error message)."""
+    """A short, readable name of what a node does (used in every error message); for an ATen
+    op of an exported graph also the module whose ``forward`` called it."""
     if node.op == "call_module":
         return f"module '{node.target}' ({type(module).__name__})"
     if node.op == "call_method":
         return f"method .{node.target}()"
+    if _is_aten(node):
+        stack = node.meta.get("nn_module_stack") or {}
+        where = ""
+        if stack:
+            path, cls = list(stack.values())[-1]
+            cls = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+            where = f" in module '{_plain(path)}' ({cls.rpartition('.')[2]})"
+        return f"aten.{_aten_name(node)}{where}"
     name = getattr(node.target, "__name__", str(node.target))
     mod = getattr(node.target, "__module__", "") or ""
     return f"function {mod + '.' if mod and mod != '_operator' else ''}{name}"
@@ -46,10 +55,32 @@ def fn_name(node: fx.Node) -> str:
     except the few that :mod:`prunekit.graph.rules` registers by qualified name)."""
     if node.op == "call_method":
         return str(node.target)
+    if _is_aten(node):
+        return _aten_name(node)
     mod = getattr(node.target, "__module__", "") or ""
     if mod.split(".")[0] in _TORCH_MODULES:
         return getattr(node.target, "__name__", "")
     return ""
+
+
+_ATEN = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
+
+
+def _is_aten(node: fx.Node) -> bool:
+    return isinstance(node.target, _ATEN)
+
+
+def _aten_name(node: fx.Node) -> str:
+    """``aten.linear.default`` -> ``linear``: the name its torch function has."""
+    target = node.target
+    packet = getattr(target, "overloadpacket", target)
+    return getattr(packet, "__name__", str(target)).rpartition(".")[2]
+
+
+def _plain(path: str) -> str:
+    for junk in ("L['self'].", "L['self']"):
+        path = path.replace(junk, "")
+    return path.replace("[", ".").replace("]", "").replace("'", "").strip(".")
 
 
 class ChannelTracer(fx.Interpreter):
@@ -82,6 +113,13 @@ class ChannelTracer(fx.Interpreter):
         self.param_memory: set[int] | None = None           # storage keys of the parameters
         self.shapes: dict[fx.Node, torch.Size] = {}
         self._fresh: dict[str, Tensor] = {}
+        #: The graph came from torch.export: sizes are numbers in it, whether forward() read
+        #: them from a tensor or wrote them as constants (see :mod:`prunekit.graph.export`).
+        self.baked = any(_is_aten(node) for node in graph.nodes)
+        #: Pin reasons of norms whose parameters are recorded along the channels: lifted when
+        #: an approximate (not exact) cut of normalised streams is asked for (Minitron).
+        self.approximable: set[str] = set()
+        self.approximate = False
 
     # ------------------------------------------------------------------------------------------
     # fx.Interpreter hooks
@@ -138,7 +176,7 @@ class ChannelTracer(fx.Interpreter):
                     self.atoms.mark_output(flow.labels)
         elif not self.track_sizes(n, value) and _has_tensor(value):
             flow = None
-            if any(a in self.flows for a in n.all_input_nodes):
+            if any(a in self.flows for a in n.all_input_nodes) or self.creates_channels(n):
                 flow = self.rule(n, value)
                 if flow is not None:                # None: a constant (e.g. ones.to(x))
                     _check_layout(n, flow, value)
@@ -148,6 +186,13 @@ class ChannelTracer(fx.Interpreter):
                 self.move_param(n, value)
             if flow is None and n not in self.params:
                 self.constant_shape(n)
+
+    def creates_channels(self, n: fx.Node) -> bool:
+        """An op that makes channels from its parameters alone: an embedding lookup (its ids,
+        e.g. positions from ``torch.arange``, need not come from the model input)."""
+        if n.op == "call_module":
+            return isinstance(self.module.get_submodule(str(n.target)), nn.Embedding)
+        return fn_name(n) == "embedding" and any(a in self.params for a in n.all_input_nodes)
 
     def input_message(self, n: fx.Node, e: Exception) -> str:
         shapes = ", ".join(str(s) for s in self.input_shapes)

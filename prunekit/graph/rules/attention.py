@@ -35,8 +35,6 @@ def sdpa(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flo
     args, kwargs = tr.concrete(n)
     names = ("query", "key", "value")
     nodes = [n.args[i] if len(n.args) > i else n.kwargs.get(k) for i, k in enumerate(names)]
-    if kwargs.get("enable_gqa"):
-        raise tr.refuse(n, "grouped-query attention (enable_gqa=True) is not supported")
     mask = n.args[3] if len(n.args) > 3 else n.kwargs.get("attn_mask")
     if tr.flow(mask) is not None:
         tr.require_pinned(tr.flow(mask).labels, n, "its attention mask depends on channels")
@@ -44,6 +42,8 @@ def sdpa(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flo
     flows = [tr.aligned(tr.flow(x), ndim) if tr.flow(x) is not None else None for x in nodes]
     if flows[2] is None:
         raise tr.refuse(n, "its value tensor does not carry the model's channels")
+    if kwargs.get("enable_gqa"):
+        flows = _grouped_query(tr, n, flows, [tr.env[x] for x in nodes])
     head = _unite_heads(tr, n, flows, ndim)
     q, v = (tr.env[x] for x in (nodes[0], nodes[2]))
     batch = math.prod(q.shape[:-2])
@@ -52,6 +52,23 @@ def sdpa(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flo
         if f is not None:
             tr.mac(batch * tokens_q * tokens_k * width, _head_map(f))
     return Flow(head, _per_head(flows[2].zero).expand(head.shape).clone())
+
+
+def _grouped_query(tr: ChannelTracer, n: fx.Node, flows: list[Flow | None],
+                   values: list[Tensor]) -> list[Flow | None]:
+    """``enable_gqa=True``: ``Hq`` query heads read ``Hkv`` key/value heads, query head ``h``
+    the key/value head ``h // (Hq / Hkv)`` -- as if k and v were ``repeat_interleave``-d, so
+    a key/value head and its group of query heads become one unit (Ainslie et al., 2023)."""
+    group = values[0].shape[-3] // values[1].shape[-3]
+    out = list(flows)
+    for i in (1, 2):
+        f = flows[i]
+        if f is not None and group > 1:
+            labels = f.labels.repeat_interleave(group, dim=-3) if f.labels.shape[-3] > 1 \
+                else f.labels
+            zero = f.zero.repeat_interleave(group, dim=-3) if f.zero.shape[-3] > 1 else f.zero
+            out[i] = Flow(labels, zero, f.why)
+    return out
 
 
 def _unite_heads(tr: ChannelTracer, n: fx.Node, flows: list[Flow | None], ndim: int) -> Tensor:

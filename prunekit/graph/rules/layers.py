@@ -134,6 +134,64 @@ def linear(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) 
     return Flow.along(atoms_out, out.dim() - 1, out.dim())
 
 
+# -- Hugging Face's Conv1D: a linear layer stored transposed -----------------------------------
+def is_conv1d(m: nn.Module) -> bool:
+    """GPT-2's ``transformers.pytorch_utils.Conv1D``: ``weight`` is ``(in, out)`` and
+    ``forward`` is ``addmm(bias, x.view(-1, in), weight)`` -- a Linear with its weight
+    transposed (named after OpenAI's original code, not a convolution)."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(
+        getattr(m, "weight", None), Tensor) and m.weight.dim() == 2
+
+
+def addmm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
+    """``addmm(bias, x, weight)`` of a Conv1D on its own parameters: its input's channels are
+    the weight's rows, its output channels the weight's columns (kind ``linear_t``)."""
+    weight = n.args[2] if len(n.args) > 2 else None
+    owner = _owner(tr, n, 2, ("weight",), nn.Module)
+    layer = tr.model.get_submodule(owner)
+    if not is_conv1d(layer):
+        return tr.opaque_rule(tr, n, out, m)
+    bias = n.args[0]
+    if not (isinstance(bias, fx.Node) and bias.op == "get_attr" and
+            str(bias.target) == f"{owner}.bias") or not isinstance(weight, fx.Node):
+        raise tr.refuse(n, f"its bias is not the bias of '{owner}', whose weight it uses")
+    src = n.args[1]
+    flow = tr.flow(src)
+    if flow is None:
+        raise tr.refuse(n, "its input does not carry the model's channels")
+    cin, cout = layer.weight.shape
+    atoms_in = tr.axis_atoms(n, flow, -1, cin)
+    tr.require_zero(flow, n)
+    atoms_out = tr.fresh(owner, cout)
+    tr.kinds[owner] = "linear_t"
+    tr.record(owner, "in", atoms_in, n)
+    tr.record(owner, "out", atoms_out, n)
+    tr.mac(out.numel() * cin, atoms_out[:, None], atoms_in[None, :])
+    return Flow.along(atoms_out, out.dim() - 1, out.dim())
+
+
+# -- embeddings: a table whose columns are channels ------------------------------------------
+def embedding_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> Flow:
+    return _embedding(tr, n, out, str(n.target), m)
+
+
+def embedding_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
+    """``F.embedding(ids, self.weight)`` / ``aten.embedding(self.weight, ids)``: the table is
+    the weight argument that is a module's parameter."""
+    index = 0 if isinstance(n.args[0], fx.Node) and n.args[0].op == "get_attr" else 1
+    owner = _owner(tr, n, index, ("weight",), nn.Embedding)
+    return _embedding(tr, n, out, owner, tr.model.get_submodule(owner))
+
+
+def _embedding(tr: ChannelTracer, n: fx.Node, out: Tensor, name: str, m: nn.Module) -> Flow:
+    """Looking up token ids creates ``embedding_dim`` channels: column ``c`` of the table is
+    channel ``c`` of every looked-up vector (kind ``embedding``; the ids are not channels)."""
+    atoms = tr.fresh(name, m.weight.shape[1])
+    tr.kinds[name] = "embedding"
+    tr.record(name, "out", atoms, n)
+    return Flow.along(atoms, out.dim() - 1, out.dim())
+
+
 # -- BatchNorm and InstanceNorm: one scale and shift per channel ------------------------------
 def batchnorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module) -> Flow:
     return batchnorm(tr, n, out, str(n.target), m)
@@ -214,16 +272,36 @@ def instancenorm_module(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module
 
 # -- norms over several channels: pin -----------------------------------------------------------
 def _pin_normalised(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None,
-                    what: str, dims: list[int], has_bias: bool) -> Flow:
+                    what: str, dims: list[int], has_bias: bool, owner: str | None = None) -> Flow:
     flow = tr.aligned(tr.flow(n.args[0]), out.dim())
     if any(flow.labels.shape[d % out.dim()] > 1 for d in dims):
-        tr.atoms.pin(flow.labels, f"normalised together by {what} '{_where(n, m)}': removing "
-                     "a channel changes the mean and variance the others see, so removing "
-                     "is not zeroing")
+        where = what if m is None and "'" in what else f"{what} '{_where(n, m)}'"
+        reason = (f"normalised together by {where}: removing a channel changes the mean and "
+                  "variance the others see, so removing is not zeroing")
+        tr.atoms.pin(flow.labels, reason)
+        name = str(n.target) if m is not None else owner
+        if name is not None and dims == [-1] and _record_norm(tr, n, name, flow):
+            tr.approximable.add(reason)
         return flow
     if has_bias:     # normalises each channel alone; a zero channel becomes the bias
         return flow.with_zero(False, tr.why(n, "a zero slice is normalised to its bias", m))
     return flow
+
+
+def _record_norm(tr: ChannelTracer, n: fx.Node, name: str, flow: Flow) -> bool:
+    """Record a LayerNorm / RMSNorm over the last dim as a layer of kind ``norm`` (its gamma
+    and beta run along the channels it normalises): listed in the group, and cut with the
+    channels where a pin on them is lifted on request (``approximate=True``: Minitron)."""
+    layer = tr.model.get_submodule(name)
+    weight = getattr(layer, "weight", None)
+    labels = flow.labels
+    if not isinstance(weight, Tensor) or weight.dim() != 1 or \
+            any(s > 1 for s in labels.shape[:-1]) or labels.shape[-1] not in (1, len(weight)):
+        return False
+    atoms = labels.reshape(-1).expand(len(weight)).clone()
+    tr.kinds[name] = "norm"
+    tr.record(name, "out", atoms, n)
+    return True
 
 
 def _where(n: fx.Node, m: nn.Module | None) -> str:
@@ -250,7 +328,20 @@ def layernorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> F
     dims = list(range(-len(shape), 0))
     bias = kwargs.get("bias", args[3] if len(args) > 3 else None) is not None
     what = "RMSNorm (F.rms_norm)" if "rms" in str(n.target) else "LayerNorm (F.layer_norm)"
-    return _pin_normalised(tr, n, out, None, what, dims, bias)
+    weight = _arg(n, 2, "weight")
+    owner = None
+    if isinstance(weight, fx.Node) and weight.op == "get_attr":      # name the layer
+        owner = str(weight.target).rpartition(".")[0]
+        what = f"{type(tr.model.get_submodule(owner)).__name__} '{owner}'"
+        if str(weight.target).rpartition(".")[2] != "weight" or (
+                bias and not _is_own(_arg(n, 3, "bias"), owner)):
+            owner = None
+    return _pin_normalised(tr, n, out, None, what, dims, bias, owner)
+
+
+def _is_own(arg: Any, owner: str) -> bool:
+    return isinstance(arg, fx.Node) and arg.op == "get_attr" and \
+        str(arg.target) == f"{owner}.bias"
 
 
 def groupnorm_function(tr: ChannelTracer, n: fx.Node, out: Tensor, m: None) -> Flow:
@@ -274,7 +365,8 @@ def _owner(tr: ChannelTracer, n: fx.Node, index: int, names: tuple[str, ...],
 
 FUNCTIONS: dict[str, Any] = {
     "conv1d": conv_function, "conv2d": conv_function, "conv3d": conv_function,
-    "linear": linear_function, "batch_norm": batchnorm_function,
+    "linear": linear_function, "batch_norm": batchnorm_function, "addmm": addmm_function,
+    "embedding": embedding_function,
     "instance_norm": batchnorm_function,
     "layer_norm": layernorm_function, "rms_norm": layernorm_function,
     "group_norm": groupnorm_function, "local_response_norm": groupnorm_function,
@@ -282,6 +374,7 @@ FUNCTIONS: dict[str, Any] = {
 MODULES: list[tuple[Any, Any]] = [
     ((ConvNd,), conv_module),
     ((nn.Linear,), linear_module),
+    ((nn.Embedding,), embedding_module),
     ((BatchNorm,), batchnorm_module),
     ((InstanceNorm,), instancenorm_module),
     ((nn.LayerNorm, nn.RMSNorm), layernorm_module),

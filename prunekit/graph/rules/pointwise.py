@@ -43,6 +43,7 @@ ZERO_PRESERVING = frozenset({
     "sign", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
     "feature_alpha_dropout", "contiguous", "clone", "detach", "float", "double", "half",
     "bfloat16", "to", "type", "type_as", "cpu", "requires_grad_", "identity",
+    "alias", "_to_copy", "lift_fresh_copy", "gelu_", "dropout_", "feature_dropout",
 })
 #: Activations with f(0) != 0: fine in a gate, refused where a layer reads them.
 NONZERO_MODULES: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus,
@@ -377,7 +378,14 @@ def reduction(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> F
     f = tr.aligned(flow, ndim)
     over_channels = [d for d in dims if f.labels.shape[d] > 1]
     if over_channels:
-        if fn_name(n) in ("sum", "nansum"):
+        norm = _norm_module(n) if tr.baked else None
+        if norm and fn_name(n) in ("mean", "var", "std", "nanmean", "sum"):
+            reason = (f"normalised together by {norm[1]} '{norm[0]}': removing a channel "
+                      "changes the statistic the others are divided by, so removing is not "
+                      "zeroing")
+            tr.atoms.pin(f.labels, reason)
+            tr.approximable.add(reason)     # its gamma is a per-channel parameter: cuttable
+        elif fn_name(n) in ("sum", "nansum"):
             tr.require_zero(f, n, m)
         else:
             tr.require_pinned(f.labels, n, "it reduces over the channel dimension", m)
@@ -389,6 +397,18 @@ def reduction(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> F
         for d in reversed(dims):
             labels, zero = labels.squeeze(d), zero.squeeze(d)
     return Flow(labels, zero, f.why)
+
+
+def _norm_module(n: fx.Node) -> tuple[str, str] | None:
+    """``(path, class)`` of the normalisation layer whose ``forward`` computed reduction ``n``
+    -- a hand-written RMSNorm / LayerNorm of a Hugging Face model (``LlamaRMSNorm``: pow,
+    mean, rsqrt, mul), as an exported graph records it -- or None."""
+    from ..export import module_stack
+
+    stack = module_stack(n)
+    if stack and "norm" in stack[-1][1].lower():
+        return stack[-1]
+    return None
 
 
 def softmax(tr: ChannelTracer, n: fx.Node, out: Any, m: nn.Module | None) -> Flow:

@@ -202,7 +202,7 @@ def _size_kind(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int,
     if entry == "inferred" or entry == -1:
         return "inferred"
     if isinstance(entry, int):
-        return "fixed"
+        return "read" if tr.baked and not _inferred_follows(tr, n) else "fixed"
     mine = set(tr.roots(labels).unique().tolist())
     foreign = []
     for node, axis in entry:
@@ -217,6 +217,26 @@ def _size_kind(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int,
     for _node, theirs in foreign:          # their width sets ours: it must not change either
         tr.atoms.pin(theirs, f"its width sets a size at node '{n.name}' for other channels")
     return "fixed"
+
+
+def _inferred_follows(tr: ChannelTracer, n: fx.Node) -> bool:
+    """Does the size list of an exported reshape / expand put its ``-1`` on an axis that
+    carries channels? Then that axis is the one that follows the cut (``view(b, t, -1,
+    self.head_dim)``), and the numbers beside it were written as constants. Otherwise a number
+    in an exported graph may as well be a size read from a tensor (``x.view(-1, x.size(-1))``);
+    it is re-checked when the plan is applied (:mod:`prunekit.graph.export`)."""
+    sizes = n.args[1] if len(n.args) > 1 else n.kwargs.get("size", n.kwargs.get("shape", ()))
+    if not isinstance(sizes, (list, tuple)) or -1 not in list(sizes):
+        return False
+    d = list(sizes).index(-1)
+    shape = tr.shapes.get(n)
+    src = n.args[0]
+    flow = tr.flow(src)
+    if flow is None or shape is None:
+        return False
+    labels, _ = _reshaped(tr.aligned(flow, len(tr.shape(src))), tr.shape(src), shape) \
+        if fn_name(n) not in ("expand",) else (tr.aligned(flow, len(shape)).labels, None)
+    return not _constant_along(tr.roots(labels), d)
 
 
 def _target_entry(tr: ChannelTracer, n: fx.Node, m: nn.Module | None, d: int) -> Any:
@@ -314,6 +334,29 @@ def _pin_bound(tr: ChannelTracer, full: Tensor, d: int, bound: int, size: int,
         tr.atoms.pin(full.narrow(d, size - count, count), why)
 
 
+def aten_slice(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
+    """``aten.slice(x, dim, start, end, step)`` -- what ``x[..., a:b]`` becomes in an exported
+    graph. Its bounds are numbers there whether ``forward()`` wrote them as constants or
+    computed them from the config (Phi-3's fused ``qkv[..., :num_heads * head_dim]``), so with
+    step 1 they are taken to follow the cut and re-checked when the plan is applied; a step
+    pins the axis, as in indexing."""
+    args, kwargs = tr.concrete(n)
+    src, flow = _source(tr, n)
+    shape = tr.shape(src)
+    labels, zero = _moved(tr, n, src, flow)
+    f = tr.aligned(flow, len(shape))
+    d = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) % len(shape)
+    start, end = (args[2] if len(args) > 2 else kwargs.get("start"),
+                  args[3] if len(args) > 3 else kwargs.get("end"))
+    step = args[4] if len(args) > 4 else kwargs.get("step", 1)
+    if not _constant_along(tr.roots(f.labels), d):
+        if step in (None, 1):
+            tr.check(n, f.labels)
+        else:
+            _pin_indexed(tr, n, f.labels, d, slice(start, end, step), shape[d])
+    return tr.compressed(labels, zero, flow.why)
+
+
 def narrow_select(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | None) -> Flow:
     """narrow(dim, start, length) / select(dim, i): constant positions, as in indexing (a
     negative start counts from the end: ``narrow(1, -4, 4)`` is ``x[:, -4:]``)."""
@@ -367,15 +410,16 @@ def _split_channels(tr: ChannelTracer, n: fx.Node, name: str, full: Tensor, dim:
     spec = n.args[1] if len(n.args) > 1 and name != "unbind" else n.kwargs.get(
         "split_size_or_sections", n.kwargs.get("chunks"))
     equal = len(set(sizes)) == 1
+    follows = isinstance(spec, fx.Node) or (tr.baked and isinstance(spec, int))
     if name in ("chunk", "unbind") or (name == "tensor_split" and isinstance(spec, int)) or \
-            (name in ("split", "split_with_sizes") and equal and isinstance(spec, fx.Node)):
+            (name in ("split", "split_with_sizes") and equal and follows):
         if not equal:
             tr.atoms.pin(full, f"split into unequal pieces at node '{n.name}'")
         else:
             first = full.narrow(dim, 0, sizes[0])
             for k in range(1, len(sizes)):
                 tr.atoms.union_pairs(first, full.narrow(dim, k * sizes[0], sizes[0]))
-            if isinstance(spec, fx.Node):
+            if follows:
                 tr.check(n, full)
     elif len(pieces) > 1 and not _sizes_follow(tr, n, spec, full, dim, sizes):
         tr.atoms.pin(full, f"split into pieces of constant size at node '{n.name}' (sizes "
@@ -541,7 +585,7 @@ FUNCTIONS: dict[str, Any] = {
     **{name: split for name in ("split", "chunk", "unbind", "split_with_sizes",
                                 "tensor_split")},
     "flip": flip, "roll": roll, "getitem": getitem, "narrow": narrow_select,
-    "select": narrow_select, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
+    "select": narrow_select, "slice": aten_slice, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
     "pad": pad, "channel_shuffle": channel_shuffle, "native_channel_shuffle": channel_shuffle,
     "repeat_interleave": replayed, "pixel_shuffle": replayed, "pixel_unshuffle": replayed,
 }
