@@ -79,8 +79,7 @@ def _grab(path):
     if MARKER in text:
         texts.append(text)
 
-for path in [{str(ctx["sol_file"])!r}, {str(REPO / "solutions" / "ex02_l1_norm.ipynb")!r},
-             {str(REPO / "solutions" / "ex10_llm_pruning.ipynb")!r}]:
+for path in [{str(ctx["sol_file"])!r}, {str(REPO / "solutions" / "ex02_l1_norm.ipynb")!r}]:
     _grab(path)
 try:
     import prunekit

@@ -302,8 +302,7 @@ from variants_ex05b import VARIANTS_EX05B  # noqa: E402
 from variants_ex06 import VARIANTS_EX06  # noqa: E402
 from variants_ex08 import VARIANTS_EX08  # noqa: E402
 from variants_ex09 import VARIANTS_EX09  # noqa: E402
-from variants_ex10 import VARIANTS_EX10  # noqa: E402
 
 for _more in (VARIANTS_EX01, VARIANTS_EX02, VARIANTS_EX03, VARIANTS_EX04, VARIANTS_EX05, VARIANTS_EX05B, VARIANTS_EX06,
-              VARIANTS_EX08, VARIANTS_EX09, VARIANTS_EX10):
+              VARIANTS_EX08, VARIANTS_EX09):
     VARIANTS.update(_more)
