@@ -128,7 +128,7 @@ def _mark(tr: ChannelTracer, layout: _Layout, groups: list[Group]) -> None:
             if tr.approximate and reason in tr.approximable:
                 groups[g].approximate = groups[g].approximate or reason
             else:
-                groups[g].pin(reason)
+                groups[g].pinned = groups[g].pinned or reason
     for atoms in tr.atoms.outputs:
         for g in layout.groups_of(atoms):
             groups[g].is_output = True

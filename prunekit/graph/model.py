@@ -91,13 +91,11 @@ class Group:
     approximate: str | None = None  # a pin lifted on request: cutting it is NOT exact (why)
 
     def pin(self, reason: str) -> None:
-        """Pin the group; the first reason is :attr:`pinned`, a reason of another kind (its
-        first three words differ: a tied weight beside a norm) is kept in :attr:`also`."""
+        """Pin the group; the first reason is :attr:`pinned`, a later one that is not the
+        same (a tied weight beside a norm) is kept in :attr:`also`, printed with the group."""
         if self.pinned is None:
             self.pinned = reason
-            return
-        kind = reason.split()[:3]
-        if kind != self.pinned.split()[:3] and all(kind != a.split()[:3] for a in self.also):
+        elif reason != self.pinned and reason not in self.also:
             self.also.append(reason)
 
     def modules(self, role: str | None = None) -> list[str]:

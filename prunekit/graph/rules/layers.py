@@ -280,7 +280,8 @@ def _pin_normalised(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | N
                   "variance the others see, so removing is not zeroing")
         tr.atoms.pin(flow.labels, reason)
         name = str(n.target) if m is not None else owner
-        if name is not None and dims == [-1] and _record_norm(tr, n, name, flow):
+        if tr.approximate and name is not None and dims == [-1] and \
+                _record_norm(tr, n, name, flow):
             tr.approximable.add(reason)
         return flow
     if has_bias:     # normalises each channel alone; a zero channel becomes the bias
@@ -290,8 +291,8 @@ def _pin_normalised(tr: ChannelTracer, n: fx.Node, out: Tensor, m: nn.Module | N
 
 def _record_norm(tr: ChannelTracer, n: fx.Node, name: str, flow: Flow) -> bool:
     """Record a LayerNorm / RMSNorm over the last dim as a layer of kind ``norm`` (its gamma
-    and beta run along the channels it normalises): listed in the group, and cut with the
-    channels where a pin on them is lifted on request (``approximate=True``: Minitron)."""
+    and beta run along the channels it normalises), so it is cut with the channels whose pin
+    is lifted on request (``approximate=True``: Minitron); listed in the group then."""
     layer = tr.model.get_submodule(name)
     weight = getattr(layer, "weight", None)
     labels = flow.labels
