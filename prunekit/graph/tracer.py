@@ -313,27 +313,27 @@ class ChannelTracer(fx.Interpreter):
         change (its shape would, and no longer fit)."""
         for src, axis in self.shape_sources.get(node, frozenset()) if isinstance(
                 node, fx.Node) else ():
-            flow = self.flow(src)
-            if flow is not None and src in self.shapes:
-                labels = self.aligned(flow, len(self.shapes[src])).labels
-                if labels.shape[axis] > 1:
-                    self.atoms.pin(labels, f"the shape of a tensor built in forward() follows "
-                                   f"node '{src.name}' (dim {axis}) and meets other channels at "
-                                   f"node '{n.name}'")
+            self.pin_axis(src, axis, f"the shape of a tensor built in forward() follows node "
+                          f"'{src.name}' (dim {axis}) and meets other channels at node '{n.name}'")
+
+    def pin_axis(self, src: fx.Node, axis: int, reason: str) -> bool:
+        """Pin the channels along ``axis`` of node ``src``'s output; False if it carries none."""
+        flow = self.flow(src)
+        if flow is None or src not in self.shapes:
+            return False
+        labels = self.aligned(flow, len(self.shapes[src])).labels
+        if labels.shape[axis] > 1:
+            self.atoms.pin(labels, reason)
+        return True
 
     def size_as_number(self, arg: Any, n: fx.Node) -> None:
         """A size read at run time is used as a *number* by ``n`` (``x / x.shape[1]``,
         ``y * math.sqrt(c)``): a cut along that dim would change the result, so the channels
         it counts are pinned (and a parameter whose shape it reads is kept whole)."""
         for src, axis in self.sources(arg):
-            flow = self.flow(src)
-            if flow is not None and src in self.shapes:
-                labels = self.aligned(flow, len(self.shapes[src])).labels
-                if labels.shape[axis] > 1:
-                    self.atoms.pin(labels, f"the width of node '{src.name}' (dim {axis}) is "
-                                   f"used as a number at node '{n.name}' ({op_name(n)}): a cut "
-                                   "would change it")
-            elif src in self.params:
+            reason = (f"the width of node '{src.name}' (dim {axis}) is used as a number at node "
+                      f"'{n.name}' ({op_name(n)}): a cut would change it")
+            if not self.pin_axis(src, axis, reason) and src in self.params:
                 self.read_whole(src, n)
 
     # ------------------------------------------------------------------------------------------
